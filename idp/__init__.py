@@ -1,0 +1,1 @@
+"""A standalone multi-tenant SAML 2.0 Identity Provider."""

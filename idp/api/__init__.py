@@ -1,0 +1,89 @@
+"""The JSON admin API under /api: one blueprint per resource, one error model."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Flask, Response, jsonify, request
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import HTTPException
+
+from idp.api import (
+    analytics,
+    api_keys,
+    audit,
+    auth,
+    docs,
+    organizations,
+    plans,
+    saml,
+    services,
+    subscriptions,
+)
+from idp.api.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+BLUEPRINTS: tuple[Blueprint, ...] = (
+    auth.bp,
+    organizations.bp,
+    services.bp,
+    plans.bp,
+    subscriptions.bp,
+    api_keys.bp,
+    saml.bp,
+    analytics.bp,
+    audit.bp,
+    docs.bp,
+)
+
+HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "invalid_request",
+    429: "rate_limited",
+}
+
+
+def is_api_request() -> bool:
+    """True when the current request is for the JSON API."""
+    return request.path == "/api" or request.path.startswith("/api/")
+
+
+def error_response(error: ApiError) -> Response:
+    """The JSON answer for an API error."""
+    response = jsonify(error.body())
+    response.status_code = error.status
+    return response
+
+
+def http_error(exc: HTTPException) -> Response:
+    """Werkzeug's HTTP errors (404, 405, 413...) in the API's JSON model."""
+    status = exc.code or 500
+    messages = {
+        404: "No such API route",
+        405: f"Method {request.method} is not allowed on this route",
+        413: "The request body is larger than 1 MiB",
+    }
+    message = messages.get(status, exc.description or "Request failed")
+    response = error_response(ApiError(status, HTTP_CODES.get(status, "error"), message))
+    if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+        response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+    return response
+
+
+def register(app: Flask) -> None:
+    """Mount every API blueprint under /api and install the JSON error model."""
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint, url_prefix="/api")
+    app.register_error_handler(ApiError, error_response)
+
+    @app.errorhandler(IntegrityError)
+    def integrity_error(exc: IntegrityError) -> Response:
+        log.info("integrity conflict: %s", exc.orig.__class__.__name__)
+        return error_response(ApiError(409, "conflict", "This conflicts with an existing record"))

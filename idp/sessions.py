@@ -1,0 +1,195 @@
+"""Everything kept in Redis: IdP sessions, pending requests, replay cache, throttles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+PREFIX = "idp:"
+PENDING_TTL_S = 900
+SOCKET_TIMEOUT_S = 0.5
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that fails fast (no retries, short timeouts) so outages answer 503 at once."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=SOCKET_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_error=[],
+    )
+
+
+def new_token() -> str:
+    """A random, URL-safe identifier with 256 bits of entropy."""
+    return secrets.token_urlsafe(32)
+
+
+@dataclass
+class SpLogin:
+    """What an SP was told about the user, kept for Single Logout."""
+
+    entity_id: str
+    name_id: str
+    name_id_format: str
+    session_index: str
+
+
+@dataclass
+class IdpSession:
+    """One browser's sign-in at the IdP."""
+
+    sid: str
+    user_id: str
+    authn_instant: float
+    expires_at: float
+    sps: dict[str, SpLogin] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Serialize for Redis (the sid is the key, not part of the value)."""
+        data = asdict(self)
+        del data["sid"]
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, sid: str, raw: bytes | str) -> IdpSession:
+        """Deserialize a value written by to_json."""
+        data = json.loads(raw)
+        sps = {k: SpLogin(**v) for k, v in data.pop("sps").items()}
+        return cls(sid=sid, sps=sps, **data)
+
+
+class Store:
+    """The Redis-backed state of the IdP, shared by every worker and host."""
+
+    def __init__(self, client: redis.Redis, session_ttl: int) -> None:
+        self.redis = client
+        self.session_ttl = session_ttl
+
+    # -- sessions ---------------------------------------------------------------
+
+    def create_session(self, user_id: str) -> IdpSession:
+        """Start a fresh session under a new random id (no fixation)."""
+        now = time.time()
+        session = IdpSession(new_token(), user_id, now, now + self.session_ttl)
+        self.save_session(session)
+        return session
+
+    def load_session(self, sid: str | None) -> IdpSession | None:
+        """The live session for a cookie value, or None."""
+        if not sid or len(sid) > 128:
+            return None
+        raw = self.redis.get(_session_key(sid))
+        return IdpSession.from_json(sid, raw) if raw else None
+
+    def save_session(self, session: IdpSession) -> None:
+        """Store the session and slide its expiry to a full TTL from now."""
+        session.expires_at = time.time() + self.session_ttl
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(_session_key(session.sid), session.to_json(), ex=self.session_ttl)
+        for sp in session.sps.values():
+            pipe.set(_index_key(sp.session_index), session.sid, ex=self.session_ttl)
+        pipe.execute()
+
+    def session_for_index(self, session_index: str) -> IdpSession | None:
+        """Find a session by a SessionIndex it issued (SLO without the cookie)."""
+        sid = self.redis.get(_index_key(session_index))
+        return self.load_session(sid.decode() if isinstance(sid, bytes) else sid) if sid else None
+
+    def end_session(self, session: IdpSession) -> None:
+        """Forget the session and its SessionIndex entries."""
+        keys = [_session_key(session.sid)]
+        keys += [_index_key(sp.session_index) for sp in session.sps.values()]
+        self.redis.delete(*keys)
+
+    # -- pending requests -------------------------------------------------------
+
+    def put_pending(self, data: dict[str, Any]) -> str:
+        """Keep an SSO request while the user logs in; returns its token."""
+        token = new_token()
+        self.redis.set(PREFIX + "pending:" + token, json.dumps(data), ex=PENDING_TTL_S)
+        return token
+
+    def peek_pending(self, token: str | None) -> dict[str, Any] | None:
+        """Read a pending request without consuming it."""
+        if not token or len(token) > 128:
+            return None
+        raw = self.redis.get(PREFIX + "pending:" + token)
+        return json.loads(raw) if raw else None
+
+    def take_pending(self, token: str | None) -> dict[str, Any] | None:
+        """Read and delete a pending request, so it is served once."""
+        if not token or len(token) > 128:
+            return None
+        raw = self.redis.getdel(PREFIX + "pending:" + token)
+        return json.loads(raw) if raw else None
+
+    # -- replay cache -----------------------------------------------------------
+
+    def first_use(self, scope: str, message_id: str, ttl: int) -> bool:
+        """True the first time a message ID is seen in a scope, False on replay."""
+        key = PREFIX + "seen:" + _digest(scope + "\0" + message_id)
+        return bool(self.redis.set(key, 1, nx=True, ex=ttl))
+
+    # -- login throttling -------------------------------------------------------
+
+    def take_attempt(self, subjects: dict[str, int], window: int) -> int:
+        """Count one login attempt against each subject (key -> limit).
+
+        Returns 0 when every subject is within its limit, else the seconds until
+        the tightest one frees up. The count is taken before the password is
+        checked, so concurrent attempts can never pass more than the limit.
+        """
+        pipe = self.redis.pipeline(transaction=True)
+        for subject in subjects:
+            key = _throttle_key(subject)
+            pipe.incr(key)
+            pipe.expire(key, window, nx=True)
+            pipe.ttl(key)
+        results = pipe.execute()
+        retry = 0
+        for i, limit in enumerate(subjects.values()):
+            count, ttl = results[3 * i], results[3 * i + 2]
+            if count > limit:
+                retry = max(retry, ttl if ttl > 0 else window)
+        return retry
+
+    def forgive(self, subject: str) -> None:
+        """Clear a subject's failure count after a successful login."""
+        self.redis.delete(_throttle_key(subject))
+
+    # -- configuration versions -------------------------------------------------
+
+    def config_version(self, scope: str) -> int:
+        """The change counter of a service's SAML setup (0 when never changed)."""
+        raw = self.redis.get(PREFIX + "cfgver:" + scope)
+        return int(raw) if raw else 0
+
+    def bump_config_version(self, scope: str) -> None:
+        """Tell every worker that a service's SAML setup changed."""
+        self.redis.incr(PREFIX + "cfgver:" + scope)
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _session_key(sid: str) -> str:
+    return PREFIX + "session:" + _digest(sid)
+
+
+def _index_key(session_index: str) -> str:
+    return PREFIX + "sidx:" + _digest(session_index)
+
+
+def _throttle_key(subject: str) -> str:
+    return PREFIX + "throttle:" + _digest(subject)
