@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -12,6 +13,8 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+log = logging.getLogger(__name__)
 
 PREFIX = "idp:"
 PENDING_TTL_S = 900
@@ -174,9 +177,16 @@ class Store:
         raw = self.redis.get(PREFIX + "cfgver:" + scope)
         return int(raw) if raw else 0
 
-    def bump_config_version(self, scope: str) -> None:
-        """Tell every worker that a service's SAML setup changed."""
-        self.redis.incr(PREFIX + "cfgver:" + scope)
+    def announce_change(self, scope: str) -> None:
+        """Tell every worker that a service's SAML setup changed (scope "org/svc").
+
+        Best effort: the change is already committed, so a Redis outage must not turn
+        it into an error; workers also reload cached setups after a short max age.
+        """
+        try:
+            self.redis.incr(PREFIX + "cfgver:" + scope)
+        except redis.RedisError as exc:
+            log.warning("could not announce a change of %s: %s", scope, exc.__class__.__name__)
 
 
 def _digest(value: str) -> str:
