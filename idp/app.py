@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from idp import api, web
+from idp import api, logs, web
 from idp.api.errors import ApiError
 from idp.auth import Passwords
 from idp.runtime import Runtime, runtime
@@ -55,6 +55,7 @@ def build_runtime(settings: Settings) -> Runtime:
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the WSGI app: admin API, SAML IdP pages, health and metrics."""
     settings = settings or load_settings()
+    logs.configure()
     app = Flask(
         __name__,
         root_path=str(Path(__file__).parent),
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["idp"] = build_runtime(settings)
+    logs.install(app)
     api.register(app)
     web.register(app)
     _register_health(app)
@@ -116,7 +118,8 @@ def _register_errors(app: Flask) -> None:
             return api.http_error(exc)
         return error_page(exc.code or 500, exc.name, exc.description or exc.name)
 
-    @app.errorhandler(redis.RedisError)
+    @app.errorhandler(redis.ConnectionError)
+    @app.errorhandler(redis.TimeoutError)
     def redis_down(exc: redis.RedisError) -> Response:
         log.error("redis unavailable: %s", exc.__class__.__name__)
         return _unavailable("session store")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import re
 import sys
 from typing import Any
@@ -12,7 +11,7 @@ import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from idp import audit
+from idp import audit, logs
 from idp.auth import Passwords
 from idp.settings import Settings, SettingsError, load_settings
 from idp.store.db import Database
@@ -38,7 +37,7 @@ def _database(settings: Settings) -> Database:
 @click.group()
 def main() -> None:
     """A multi-tenant SAML 2.0 Identity Provider with a JSON admin API."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure()
 
 
 @main.command()

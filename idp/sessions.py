@@ -155,20 +155,27 @@ class Store:
         pipe = self.redis.pipeline(transaction=True)
         for subject in subjects:
             key = _throttle_key(subject)
+            pipe.set(key, 0, ex=window, nx=True)  # starts the window on the first attempt
             pipe.incr(key)
-            pipe.expire(key, window, nx=True)
             pipe.ttl(key)
         results = pipe.execute()
         retry = 0
         for i, limit in enumerate(subjects.values()):
-            count, ttl = results[3 * i], results[3 * i + 2]
+            count, ttl = results[3 * i + 1], results[3 * i + 2]
             if count > limit:
                 retry = max(retry, ttl if ttl > 0 else window)
         return retry
 
-    def forgive(self, subject: str) -> None:
-        """Clear a subject's failure count after a successful login."""
-        self.redis.delete(_throttle_key(subject))
+    def login_succeeded(self, cleared: str, released: str) -> None:
+        """After a good login: reset one subject's count and give one attempt back to another.
+
+        The email's failures are forgiven; the client address only gets back the attempt it
+        just used, so many people behind one address are not locked out by each other.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(_throttle_key(cleared))
+        pipe.decr(_throttle_key(released))
+        pipe.execute()
 
     # -- configuration versions -------------------------------------------------
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, Response, request
 
-from idp.web import pages
+from idp.web import browser, login, pages
+
+
+def _harden(response: Response) -> Response:
+    if request.path.startswith("/api/"):
+        return response
+    return browser.harden(response)
 
 
 def register(app: Flask) -> None:
-    """Mount every browser-facing blueprint."""
+    """Mount every browser-facing blueprint and harden their pages."""
     app.register_blueprint(pages.bp)
+    app.register_blueprint(login.bp)
+    app.after_request(_harden)
