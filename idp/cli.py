@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from idp import audit, logs
 from idp.auth import Passwords
+from idp.hooks import before_serving
 from idp.settings import Settings, SettingsError, load_settings
 from idp.store.db import Database
 from idp.store.models import Membership, Organization, User
@@ -48,8 +49,7 @@ def serve(host: str, port: int, workers: int) -> None:
     """Migrate the database and serve the IdP with gunicorn."""
     from idp.server import run
 
-    settings = _settings(default_base_url=f"http://{host}:{port}")
-    _database(settings).dispose()
+    settings = before_serving(_settings(default_base_url=f"http://{host}:{port}"))
     embedded = None
     if settings.redis_url is None:
         from idp.app import embedded_redis_url
