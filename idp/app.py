@@ -9,12 +9,11 @@ from typing import Any
 
 import redis
 from flask import Flask, Response, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from idp import api, logs, web
+from idp import api, logs, metrics, web
 from idp.api.errors import ApiError
 from idp.auth import Passwords
 from idp.runtime import Runtime, runtime
@@ -65,8 +64,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["idp"] = build_runtime(settings)
+    rt = app.extensions["idp"] = build_runtime(settings)
     logs.install(app)
+    metrics.install(app, rt)
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
@@ -99,10 +99,6 @@ def _register_health(app: Flask) -> None:
                 report[name] = f"unavailable: {exc.__class__.__name__}"
         ready = all(v == "ok" for v in report.values())
         return {"status": "ready" if ready else "unavailable", **report}, 200 if ready else 503
-
-    @app.get("/metrics")
-    def metrics() -> Response:
-        return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 
 
 def _unavailable(what: str) -> Response:

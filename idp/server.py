@@ -6,6 +6,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from idp.hooks import worker_exited
 from idp.settings import Settings
 
 
@@ -38,5 +39,6 @@ def run(settings: Settings, bind: str, workers: int) -> None:
             "graceful_timeout": 10,
             "accesslog": None,
             "control_socket_disable": True,
+            "child_exit": lambda _server, worker: worker_exited(worker.pid),
         },
     ).run()

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 PREFIX = "idp:"
 PENDING_TTL_S = 900
 SOCKET_TIMEOUT_S = 0.5
+LIVE_SESSIONS = PREFIX + "sessions"  # sorted set: session key -> expiry, for the gauge
 
 
 def connect(url: str) -> redis.Redis:
@@ -97,8 +98,10 @@ class Store:
     def save_session(self, session: IdpSession) -> None:
         """Store the session and slide its expiry to a full TTL from now."""
         session.expires_at = time.time() + self.session_ttl
+        key = _session_key(session.sid)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(_session_key(session.sid), session.to_json(), ex=self.session_ttl)
+        pipe.set(key, session.to_json(), ex=self.session_ttl)
+        pipe.zadd(LIVE_SESSIONS, {key: session.expires_at})
         for sp in session.sps.values():
             pipe.set(_index_key(sp.session_index), session.sid, ex=self.session_ttl)
         pipe.execute()
@@ -110,9 +113,19 @@ class Store:
 
     def end_session(self, session: IdpSession) -> None:
         """Forget the session and its SessionIndex entries."""
-        keys = [_session_key(session.sid)]
-        keys += [_index_key(sp.session_index) for sp in session.sps.values()]
-        self.redis.delete(*keys)
+        key = _session_key(session.sid)
+        keys = [key] + [_index_key(sp.session_index) for sp in session.sps.values()]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(*keys)
+        pipe.zrem(LIVE_SESSIONS, key)
+        pipe.execute()
+
+    def active_sessions(self) -> int:
+        """How many sessions are live now (expired ones are pruned first)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(LIVE_SESSIONS, "-inf", time.time())
+        pipe.zcard(LIVE_SESSIONS)
+        return int(pipe.execute()[1])
 
     # -- pending requests -------------------------------------------------------
 

@@ -1,0 +1,110 @@
+"""Prometheus metrics, safe under several gunicorn workers (multiprocess mode).
+
+The master sets PROMETHEUS_MULTIPROC_DIR (idp.hooks) before any worker imports this module.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from flask import Flask, Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import select
+
+from idp.hooks import MULTIPROC_ENV
+from idp.runtime import Runtime
+from idp.store.models import Organization, SamlCertificate, Service
+
+SSO_REQUESTS = Counter(
+    "idp_sso_requests_total",
+    "SSO requests by outcome (success, login_required, saml_error, refused) and refusal reason",
+    ["outcome", "reason"],
+)
+LOGINS = Counter(
+    "idp_logins_total",
+    "Sign-in attempts at the login page by result (success, failure, throttled, denied)",
+    ["result"],
+)
+REQUEST_SECONDS = Histogram(
+    "idp_request_duration_seconds",
+    "Request latency by route group",
+    ["group"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+SIGNING_SECONDS = Histogram(
+    "idp_signing_seconds",
+    "Time to build and sign one SAML message",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
+)
+
+ROUTE_GROUPS = {"sso": "sso", "slo": "slo", "login": "login", "metadata": "metadata"}
+
+
+class StateCollector(Collector):
+    """Gauges read at scrape time: live sessions, and days until each signing cert expires."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        sessions = GaugeMetricFamily("idp_active_sessions", "Live IdP sessions in Redis")
+        sessions.add_metric([], self.rt.store.active_sessions())
+        yield sessions
+        expiry = GaugeMetricFamily(
+            "idp_certificate_expiry_days",
+            "Days until the active signing certificate of a service expires",
+            labels=["org", "service"],
+        )
+        now = datetime.now(UTC)
+        query = (
+            select(Organization.slug, Service.slug, SamlCertificate.valid_until)
+            .join(Service, Service.id == SamlCertificate.service_id)
+            .join(Organization, Organization.id == Service.organization_id)
+            .where(SamlCertificate.is_active)
+        )
+        with self.rt.db.read() as session:
+            for org, svc, valid_until in session.execute(query):
+                expiry.add_metric([org, svc], (valid_until - now).total_seconds() / 86400)
+        yield expiry
+
+
+def _route_group() -> str:
+    if request.path.startswith("/api/"):
+        return "api"
+    blueprint = request.blueprint or ""
+    return ROUTE_GROUPS.get(blueprint, "other")
+
+
+def _observe(response: Response) -> Response:
+    started = g.get("started")
+    if started is not None:
+        REQUEST_SECONDS.labels(_route_group()).observe(time.perf_counter() - started)
+    return response
+
+
+def install(app: Flask, rt: Runtime) -> None:
+    """Time every request and serve GET /metrics."""
+    registry = CollectorRegistry()
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(REGISTRY)  # type: ignore[arg-type]
+    registry.register(StateCollector(rt))
+    app.after_request(_observe)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
