@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
-from idp.web import browser, login, pages
+from idp.web import browser, login, metadata, pages
 
 
 def _harden(response: Response) -> Response:
@@ -17,4 +17,5 @@ def register(app: Flask) -> None:
     """Mount every browser-facing blueprint and harden their pages."""
     app.register_blueprint(pages.bp)
     app.register_blueprint(login.bp)
+    app.register_blueprint(metadata.bp)
     app.after_request(_harden)

@@ -1,0 +1,180 @@
+"""The IdP's signing keys and certificates: generation, rotation, encryption at rest.
+
+A private key is stored as ``v1.<kid>.<base64url(nonce | ciphertext)>``: AES-256-GCM under a
+key derived with HKDF-SHA256 from ``IDP_SECRET_KEY``. ``kid`` is a public tag naming the secret
+it was encrypted under, so decryption picks ``IDP_SECRET_KEY`` or ``IDP_SECRET_KEY_PREVIOUS``
+and a secret rotation can find the rows still to re-encrypt. The associated data binds the
+ciphertext to its certificate row (id and certificate): a key copied into another row does not
+decrypt. Private keys never leave this module except as the loaded signing key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from datetime import timedelta
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.x509.oid import NameOID
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from idp.settings import Settings
+from idp.store.models import SamlCertificate, Service, new_id, utcnow
+
+FORMAT = "v1"
+NONCE_BYTES = 12
+KID_BYTES = 6
+PUBLIC_EXPONENT = 65537
+
+
+class KeyDecryptionError(Exception):
+    """A stored private key does not decrypt with the configured secrets."""
+
+
+class StoredCertificate(Protocol):
+    """A certificate row, or anything holding the same columns."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def certificate_pem(self) -> str: ...
+
+    @property
+    def private_key_encrypted(self) -> str: ...
+
+
+def key_id(secret: bytes) -> str:
+    """The public tag of a secret, stored beside each ciphertext made with it."""
+    return _derive(secret, b"idp keys: key id", KID_BYTES).hex()
+
+
+def encrypt_private_key(
+    private_key_pem: bytes, certificate: StoredCertificate, secret: bytes
+) -> str:
+    """Encrypt a PEM private key for the row of ``certificate`` (id and certificate_pem set)."""
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    ciphertext = _cipher(secret).encrypt(nonce, private_key_pem, _associated_data(certificate))
+    blob = base64.urlsafe_b64encode(nonce + ciphertext).decode()
+    return f"{FORMAT}.{key_id(secret)}.{blob}"
+
+
+def decrypt_private_key(certificate: StoredCertificate, settings: Settings) -> bytes:
+    """The PEM private key of a certificate row, decrypted with the current or previous secret."""
+    parts = certificate.private_key_encrypted.split(".")
+    if len(parts) != 3 or parts[0] != FORMAT:
+        raise KeyDecryptionError(f"certificate {certificate.id}: unknown key format")
+    _, kid, blob = parts
+    secret = next((s for s in _known_secrets(settings) if key_id(s) == kid), None)
+    if secret is None:
+        raise KeyDecryptionError(
+            f"certificate {certificate.id}: its key was encrypted under a secret that is "
+            "neither IDP_SECRET_KEY nor IDP_SECRET_KEY_PREVIOUS"
+        )
+    try:
+        raw = base64.urlsafe_b64decode(blob)
+        return _cipher(secret).decrypt(
+            raw[:NONCE_BYTES], raw[NONCE_BYTES:], _associated_data(certificate)
+        )
+    except (InvalidTag, ValueError, binascii.Error):
+        raise KeyDecryptionError(
+            f"certificate {certificate.id}: the stored key is damaged or belongs to another row"
+        ) from None
+
+
+def new_certificate(settings: Settings, org_slug: str, service: Service) -> SamlCertificate:
+    """A fresh key pair and self-signed SHA-256 certificate for a service, not yet stored.
+
+    RSA of ``settings.cert_key_size`` bits, subject O=<org slug>, CN=<service slug>, a random
+    serial, valid from now for ``settings.cert_valid_days``. Slow (key generation): call it
+    outside a transaction.
+    """
+    key = rsa.generate_private_key(public_exponent=PUBLIC_EXPONENT, key_size=settings.cert_key_size)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org_slug),
+            x509.NameAttribute(NameOID.COMMON_NAME, service.slug),
+        ]
+    )
+    valid_from = utcnow().replace(microsecond=0)
+    valid_until = valid_from + timedelta(days=settings.cert_valid_days)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid_from)
+        .not_valid_after(valid_until)
+        .sign(key, hashes.SHA256())
+    )
+    row = SamlCertificate(
+        id=new_id(),
+        service_id=service.id,
+        certificate_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
+        valid_from=valid_from,
+        valid_until=valid_until,
+        is_active=True,
+    )
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    row.private_key_encrypted = encrypt_private_key(private_pem, row, settings.secret_key)
+    return row
+
+
+def deactivate_certificates(session: Session, service_id: str) -> list[str]:
+    """Deactivate every active certificate of a service; returns their ids."""
+    retired = session.scalars(
+        update(SamlCertificate)
+        .where(SamlCertificate.service_id == service_id, SamlCertificate.is_active)
+        .values(is_active=False)
+        .returning(SamlCertificate.id)
+    )
+    return list(retired)
+
+
+def activate_certificate(session: Session, certificate: SamlCertificate) -> list[str]:
+    """Store a new certificate as the service's only active one; returns the ids it retired.
+
+    Call it holding the service's row lock, so concurrent rotations queue up and each sees
+    the certificate the previous one stored; the partial unique index
+    ``uq_saml_certificates_active`` makes two active certificates impossible regardless.
+    """
+    retired = deactivate_certificates(session, certificate.service_id)
+    session.add(certificate)
+    session.flush()
+    return retired
+
+
+def fingerprint(certificate_pem: str) -> str:
+    """The SHA-256 fingerprint of a PEM certificate, as colon-separated hex."""
+    cert = x509.load_pem_x509_certificate(certificate_pem.encode())
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def _known_secrets(settings: Settings) -> tuple[bytes, ...]:
+    previous = settings.secret_key_previous
+    return (settings.secret_key,) if previous is None else (settings.secret_key, previous)
+
+
+def _derive(secret: bytes, info: bytes, length: int) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(secret)
+
+
+def _cipher(secret: bytes) -> AESGCM:
+    return AESGCM(_derive(secret, b"idp keys: saml private key, aes-256-gcm", 32))
+
+
+def _associated_data(certificate: StoredCertificate) -> bytes:
+    return f"{FORMAT}\n{certificate.id}\n{certificate.certificate_pem}".encode()

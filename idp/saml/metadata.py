@@ -1,0 +1,76 @@
+"""The SAML 2.0 metadata document of one service's IdP (CONTRACT §4)."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from lxml import etree
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+from saml2.md import NAMESPACE as MD
+from saml2.samlp import NAMESPACE as PROTOCOL
+from saml2.xmldsig import NAMESPACE as DS
+
+BINDINGS = (BINDING_HTTP_REDIRECT, BINDING_HTTP_POST)
+
+
+@dataclass(frozen=True)
+class IdpEndpoints:
+    """The public URLs of one service's IdP; the metadata URL is also its entity ID."""
+
+    entity_id: str
+    sso_url: str
+    slo_url: str
+
+    @classmethod
+    def of(cls, base_url: str, org_slug: str, service_slug: str) -> IdpEndpoints:
+        """The URLs under ``{base_url}/saml/{org}/{svc}/``."""
+        root = f"{base_url.rstrip('/')}/saml/{org_slug}/{service_slug}"
+        return cls(entity_id=f"{root}/metadata", sso_url=f"{root}/sso", slo_url=f"{root}/slo")
+
+
+def idp_metadata(
+    endpoints: IdpEndpoints,
+    certificate_pem: str,
+    name_id_format: str,
+    want_authn_requests_signed: bool,
+) -> bytes:
+    """The EntityDescriptor (UTF-8 XML) an SP loads to trust this IdP.
+
+    It lists the signing certificate, the one NameID format the service is configured to
+    issue, and the SSO and SLO endpoints for the HTTP-Redirect and HTTP-POST bindings.
+    """
+    entity = etree.Element(_md("EntityDescriptor"), nsmap={"md": MD, "ds": DS})
+    entity.set("entityID", endpoints.entity_id)
+    idp = etree.SubElement(entity, _md("IDPSSODescriptor"))
+    idp.set("protocolSupportEnumeration", PROTOCOL)
+    idp.set("WantAuthnRequestsSigned", "true" if want_authn_requests_signed else "false")
+    key = etree.SubElement(idp, _md("KeyDescriptor"), use="signing")
+    key_info = etree.SubElement(key, _ds("KeyInfo"))
+    x509_data = etree.SubElement(key_info, _ds("X509Data"))
+    etree.SubElement(x509_data, _ds("X509Certificate")).text = _der_base64(certificate_pem)
+    for binding in BINDINGS:
+        etree.SubElement(
+            idp, _md("SingleLogoutService"), Binding=binding, Location=endpoints.slo_url
+        )
+    etree.SubElement(idp, _md("NameIDFormat")).text = name_id_format
+    for binding in BINDINGS:
+        etree.SubElement(
+            idp, _md("SingleSignOnService"), Binding=binding, Location=endpoints.sso_url
+        )
+    return bytes(etree.tostring(entity, xml_declaration=True, encoding="UTF-8", pretty_print=True))
+
+
+def _md(tag: str) -> str:
+    return f"{{{MD}}}{tag}"
+
+
+def _ds(tag: str) -> str:
+    return f"{{{DS}}}{tag}"
+
+
+def _der_base64(certificate_pem: str) -> str:
+    cert = x509.load_pem_x509_certificate(certificate_pem.encode())
+    return base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
