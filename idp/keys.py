@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
+import threading
+from collections import OrderedDict
 from datetime import timedelta
 from typing import Protocol
 
@@ -26,6 +28,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from idp.saml.signing import SigningKey
 from idp.settings import Settings
 from idp.store.models import SamlCertificate, Service, new_id, utcnow
 
@@ -33,6 +36,7 @@ FORMAT = "v1"
 NONCE_BYTES = 12
 KID_BYTES = 6
 PUBLIC_EXPONENT = 65537
+SIGNING_KEY_CACHE_SIZE = 1024
 
 
 class KeyDecryptionError(Exception):
@@ -44,6 +48,9 @@ class StoredCertificate(Protocol):
 
     @property
     def id(self) -> str: ...
+
+    @property
+    def service_id(self) -> str: ...
 
     @property
     def certificate_pem(self) -> str: ...
@@ -155,6 +162,33 @@ def activate_certificate(session: Session, certificate: SamlCertificate) -> list
     session.add(certificate)
     session.flush()
     return retired
+
+
+_signing_keys: OrderedDict[str, tuple[str, SigningKey]] = OrderedDict()
+_signing_keys_lock = threading.Lock()
+
+
+def signing_key(certificate: StoredCertificate, settings: Settings) -> SigningKey:
+    """The certificate's private key, decrypted and loaded once per process (for the SSO path).
+
+    Kept per service: a service's next certificate replaces the key of its previous one, so a
+    rotated-away key leaves memory at once; the least recently used of more than
+    SIGNING_KEY_CACHE_SIZE services are dropped.
+    """
+    with _signing_keys_lock:
+        cached = _signing_keys.get(certificate.service_id)
+        if cached is not None and cached[0] == certificate.id:
+            _signing_keys.move_to_end(certificate.service_id)
+            return cached[1]
+    key = SigningKey.from_pem(
+        decrypt_private_key(certificate, settings), certificate.certificate_pem.encode()
+    )
+    with _signing_keys_lock:
+        _signing_keys[certificate.service_id] = (certificate.id, key)
+        _signing_keys.move_to_end(certificate.service_id)
+        while len(_signing_keys) > SIGNING_KEY_CACHE_SIZE:
+            _signing_keys.popitem(last=False)
+    return key
 
 
 def fingerprint(certificate_pem: str) -> str:

@@ -12,12 +12,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Blueprint
-from saml2.saml import (
-    NAMEID_FORMAT_EMAILADDRESS,
-    NAMEID_FORMAT_PERSISTENT,
-    NAMEID_FORMAT_TRANSIENT,
-    NAMEID_FORMAT_UNSPECIFIED,
-)
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -28,27 +22,12 @@ from idp.api.errors import ApiError, conflict, not_found
 from idp.api.openapi import component, operation, ref
 from idp.api.shapes import TIMESTAMP, iso
 from idp.runtime import runtime
+from idp.saml.attributes import USER_FIELDS
+from idp.saml.constants import NAMEID_FORMATS
 from idp.store.models import SamlCertificate, SamlConfig, Service
 
 bp = Blueprint("saml", __name__)
 
-NAME_ID_FORMATS = (
-    NAMEID_FORMAT_EMAILADDRESS,
-    NAMEID_FORMAT_PERSISTENT,
-    NAMEID_FORMAT_TRANSIENT,
-    NAMEID_FORMAT_UNSPECIFIED,
-)
-MAPPABLE_FIELDS = (
-    "id",
-    "email",
-    "name",
-    "given_name",
-    "family_name",
-    "role",
-    "groups",
-    "plan",
-    "features",
-)
 ENDPOINT_URL = {"type": "string", "format": "endpoint-url", "maxLength": 2048}
 SETTINGS = {
     "enabled": {"type": "boolean"},
@@ -59,12 +38,12 @@ SETTINGS = {
         "x-reason": "must be a non-empty URI without spaces or control characters",
     },
     "acs_url": ENDPOINT_URL,
-    "name_id_format": {"type": "string", "enum": list(NAME_ID_FORMATS)},
+    "name_id_format": {"type": "string", "enum": sorted(NAMEID_FORMATS)},
     "attribute_mapping": {
         "type": "object",
         "propertyNames": {
-            "enum": list(MAPPABLE_FIELDS),
-            "x-reason": "keys must be user fields: " + ", ".join(MAPPABLE_FIELDS),
+            "enum": sorted(USER_FIELDS),
+            "x-reason": "keys must be user fields: " + ", ".join(sorted(USER_FIELDS)),
         },
         "additionalProperties": {
             "type": "string",

@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.md import NAMESPACE as MD
-from saml2.samlp import NAMESPACE as PROTOCOL
-from saml2.xmldsig import NAMESPACE as DS
 
-BINDINGS = (BINDING_HTTP_REDIRECT, BINDING_HTTP_POST)
+from idp.saml.constants import BINDING_POST, BINDING_REDIRECT, DS_NS, SAMLP_NS
+
+BINDINGS = (BINDING_REDIRECT, BINDING_POST)
 
 
 @dataclass(frozen=True)
@@ -42,10 +41,10 @@ def idp_metadata(
     It lists the signing certificate, the one NameID format the service is configured to
     issue, and the SSO and SLO endpoints for the HTTP-Redirect and HTTP-POST bindings.
     """
-    entity = etree.Element(_md("EntityDescriptor"), nsmap={"md": MD, "ds": DS})
+    entity = etree.Element(_md("EntityDescriptor"), nsmap={"md": MD, "ds": DS_NS})
     entity.set("entityID", endpoints.entity_id)
     idp = etree.SubElement(entity, _md("IDPSSODescriptor"))
-    idp.set("protocolSupportEnumeration", PROTOCOL)
+    idp.set("protocolSupportEnumeration", SAMLP_NS)
     idp.set("WantAuthnRequestsSigned", "true" if want_authn_requests_signed else "false")
     key = etree.SubElement(idp, _md("KeyDescriptor"), use="signing")
     key_info = etree.SubElement(key, _ds("KeyInfo"))
@@ -68,7 +67,7 @@ def _md(tag: str) -> str:
 
 
 def _ds(tag: str) -> str:
-    return f"{{{DS}}}{tag}"
+    return f"{{{DS_NS}}}{tag}"
 
 
 def _der_base64(certificate_pem: str) -> str:
