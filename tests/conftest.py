@@ -154,7 +154,7 @@ def start_server(env: dict[str, str], port: int, log_path: Path, workers: int = 
         try:
             if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return Server(url, env, process, log_path)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still booting
             pass
         time.sleep(0.1)
     process.kill()

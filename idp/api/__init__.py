@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Flask, Response, jsonify, request
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from idp.api import (
@@ -20,7 +20,7 @@ from idp.api import (
     services,
     subscriptions,
 )
-from idp.api.errors import ApiError
+from idp.api.errors import ApiError, bad_request
 
 log = logging.getLogger(__name__)
 
@@ -87,3 +87,8 @@ def register(app: Flask) -> None:
     def integrity_error(exc: IntegrityError) -> Response:
         log.info("integrity conflict: %s", exc.orig.__class__.__name__)
         return error_response(ApiError(409, "conflict", "This conflicts with an existing record"))
+
+    @app.errorhandler(DataError)
+    def data_error(exc: DataError) -> Response:
+        log.info("unstorable value: %s", exc.orig.__class__.__name__)
+        return error_response(bad_request("The request holds a value the database cannot store"))

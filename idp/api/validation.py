@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError
 
 from idp.api.errors import invalid
@@ -90,11 +93,30 @@ for _name, _check in (
     FORMATS.checks(_name, raises=ValueError)(_check)
 
 
+@lru_cache(maxsize=256)
+def _ecma_regex(pattern: str) -> re.Pattern[str]:
+    """A final ``$`` matches only at the very end, as in ECMA-262 (Python's allows a newline)."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+def _pattern(
+    validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    """The ``pattern`` keyword with JSON Schema's (ECMA-262) anchoring."""
+    if validator.is_type(instance, "string") and not _ecma_regex(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
+
+
 def _reason(error: ValidationError) -> str:
     """A short human reason for one schema violation."""
     kind, value = error.validator, error.validator_value
     schema = error.schema if isinstance(error.schema, dict) else {}
-    if "x-reason" in schema and kind in ("pattern", "enum", "propertyNames"):
+    if "x-reason" in schema and kind in ("pattern", "enum", "propertyNames", "oneOf"):
         return str(schema["x-reason"])
     if kind == "format" and error.cause is not None:
         return str(error.cause)
@@ -149,7 +171,7 @@ def _field(error: ValidationError) -> tuple[str, str]:
 
 def validate(payload: Any, schema: dict[str, Any]) -> dict[str, Any]:
     """Check a JSON body against a schema; raise a 400 with a reason per field."""
-    validator = Draft202012Validator(schema, format_checker=FORMATS)
+    validator = Validator(schema, format_checker=FORMATS)
     details: dict[str, str] = {}
     for error in sorted(
         validator.iter_errors(payload), key=lambda e: [str(p) for p in e.absolute_path]
