@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -59,9 +59,13 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-@cache
 def key_pair(name: str, kind: str = "rsa") -> tuple[bytes, bytes]:
     """A PEM private key (PKCS#8) and a self-signed PEM certificate for ``name``."""
+    return _key_pair(name, kind)
+
+
+@cache
+def _key_pair(name: str, kind: str) -> tuple[bytes, bytes]:
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     key = (
         ec.generate_private_key(ec.SECP256R1())
@@ -228,3 +232,125 @@ def pysaml2_client(
         }
     )
     return Saml2Client(config=config)
+
+
+def authn_request_xml(
+    issuer: str = SP_ENTITY_ID, extra: str = "", **attributes: str | None
+) -> bytes:
+    """An AuthnRequest like an SP sends it; ``attributes`` override (None drops) root attributes."""
+    values: dict[str, str | None] = {
+        "ID": "_authn-request-1",
+        "Version": "2.0",
+        "IssueInstant": now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "Destination": IDP.sso_url,
+        "AssertionConsumerServiceURL": ACS_URL,
+        "ProtocolBinding": BINDING_HTTP_POST,
+        **attributes,
+    }
+    rendered = " ".join(f'{name}="{value}"' for name, value in values.items() if value is not None)
+    return (
+        f'<samlp:AuthnRequest xmlns:samlp="{c.SAMLP_NS}" xmlns:saml="{c.SAML_NS}" {rendered}>'
+        f"<saml:Issuer>{issuer}</saml:Issuer>{extra}"
+        f'<samlp:NameIDPolicy Format="{c.NAMEID_EMAIL}" AllowCreate="true"/>'
+        "</samlp:AuthnRequest>"
+    ).encode()
+
+
+def logout_request_xml(issuer: str = SP_ENTITY_ID, **attributes: str | None) -> bytes:
+    """A LogoutRequest like an SP sends it; ``attributes`` override (None drops) root attributes."""
+    values: dict[str, str | None] = {
+        "ID": "_logout-request-1",
+        "Version": "2.0",
+        "IssueInstant": now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "Destination": IDP.slo_url,
+        **attributes,
+    }
+    rendered = " ".join(f'{name}="{value}"' for name, value in values.items() if value is not None)
+    return (
+        f'<samlp:LogoutRequest xmlns:samlp="{c.SAMLP_NS}" xmlns:saml="{c.SAML_NS}" {rendered}>'
+        f"<saml:Issuer>{issuer}</saml:Issuer>"
+        f'<saml:NameID Format="{c.NAMEID_EMAIL}">ada@example.com</saml:NameID>'
+        "<samlp:SessionIndex>_s1</samlp:SessionIndex>"
+        "</samlp:LogoutRequest>"
+    ).encode()
+
+
+def sign_xml(
+    xml: bytes, name: str = "sp", algorithm: str = c.SIG_RSA_SHA256, kind: str = "rsa"
+) -> bytes:
+    """``xml`` with an enveloped signature by the key pair ``name``, made by python3-saml.
+
+    python3-saml signs XML with RSA only; ECDSA signatures are made with python-xmlsec directly.
+    """
+    from onelogin.saml2.utils import OneLogin_Saml2_Utils
+
+    private_pem, certificate_pem = key_pair(name, kind)
+    if kind == "ec":
+        return _sign_xml_ecdsa(xml, private_pem, algorithm)
+    digest = "http://www.w3.org/2001/04/xmlenc#sha256"
+    signed: bytes = OneLogin_Saml2_Utils.add_sign(
+        xml,
+        private_pem.decode(),
+        certificate_pem.decode(),
+        sign_algorithm=algorithm,
+        digest_algorithm=digest,
+    )
+    return signed
+
+
+def _sign_xml_ecdsa(xml: bytes, private_pem: bytes, algorithm: str) -> bytes:
+    import xmlsec
+    from lxml import etree
+
+    transform = {
+        c.SIG_ECDSA_SHA256: xmlsec.Transform.ECDSA_SHA256,
+        c.SIG_ECDSA_SHA384: xmlsec.Transform.ECDSA_SHA384,
+        c.SIG_ECDSA_SHA512: xmlsec.Transform.ECDSA_SHA512,
+    }[algorithm]
+    root = etree.fromstring(xml)
+    signature = xmlsec.template.create(root, xmlsec.Transform.EXCL_C14N, transform, ns="ds")
+    root.insert(1, signature)
+    reference = xmlsec.template.add_reference(
+        signature, xmlsec.Transform.SHA256, uri="#" + root.get("ID")
+    )
+    xmlsec.template.add_transform(reference, xmlsec.Transform.ENVELOPED)
+    xmlsec.template.add_transform(reference, xmlsec.Transform.EXCL_C14N)
+    context = xmlsec.SignatureContext()
+    context.key = xmlsec.Key.from_memory(private_pem, xmlsec.KeyFormat.PEM)
+    context.register_id(root, "ID")
+    context.sign(signature)
+    signed: bytes = etree.tostring(root)
+    return signed
+
+
+def redirect_query(
+    xml: bytes,
+    relay_state: str | None = None,
+    signer: str | None = None,
+    algorithm: str = c.SIG_RSA_SHA256,
+    kind: str = "rsa",
+) -> str:
+    """An HTTP-Redirect query for ``xml``, signed by python3-saml with key pair ``signer``."""
+    import xmlsec
+    from onelogin.saml2.utils import OneLogin_Saml2_Utils
+
+    params = [("SAMLRequest", b64_deflate(xml))]
+    if relay_state is not None:
+        params.append(("RelayState", relay_state))
+    if signer is None:
+        return urlencode(params)
+    params.append(("SigAlg", algorithm))
+    query = urlencode(params)
+    transform = {
+        c.SIG_RSA_SHA1: xmlsec.Transform.RSA_SHA1,
+        c.SIG_RSA_SHA256: xmlsec.Transform.RSA_SHA256,
+        c.SIG_RSA_SHA384: xmlsec.Transform.RSA_SHA384,
+        c.SIG_RSA_SHA512: xmlsec.Transform.RSA_SHA512,
+        c.SIG_ECDSA_SHA256: xmlsec.Transform.ECDSA_SHA256,
+        c.SIG_ECDSA_SHA384: xmlsec.Transform.ECDSA_SHA384,
+        c.SIG_ECDSA_SHA512: xmlsec.Transform.ECDSA_SHA512,
+    }[algorithm]
+    signature = OneLogin_Saml2_Utils.sign_binary(
+        query, key_pair(signer, kind)[0].decode(), transform
+    )
+    return f"{query}&{urlencode({'Signature': base64.b64encode(signature).decode()})}"

@@ -95,12 +95,9 @@ def redirect_url(
 def _raw_params(query_string: bytes | str, names: tuple[str, ...]) -> dict[str, str]:
     """The still-encoded values of ``names`` in the query; a repeated name is refused."""
     if isinstance(query_string, bytes):
-        try:
-            query_string = query_string.decode("ascii")
-        except UnicodeDecodeError:
-            raise SamlRefusal(
-                "bad_encoding", "The address holds characters that are not URL-encoded."
-            ) from None
+        query_string = query_string.decode("latin-1")
+    if not query_string.isascii():
+        raise SamlRefusal("bad_encoding", "The address holds characters that are not URL-encoded.")
     found: dict[str, str] = {}
     for part in query_string.split("&"):
         name, _, value = part.partition("=")

@@ -136,8 +136,8 @@ def verify_enveloped(root: etree._Element, certificate_pem: str) -> None:
         context.enable_reference_transform(transform)
     for transform in (T.TransformExclC14N, *VERIFY_ALGORITHMS.values()):
         context.enable_signature_transform(transform)
-    context.register_id(root, "ID")
     try:
+        context.register_id(root, "ID")
         context.verify(signature)
     except xmlsec.Error:
         raise _invalid(
