@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 from flask import Blueprint, Response, request
 from sqlalchemy import and_, select
 
+from idp.api.organizations import SLUG
 from idp.runtime import runtime
 from idp.saml.metadata import IdpEndpoints, idp_metadata
 from idp.store.models import Organization, SamlCertificate, SamlConfig, Service
@@ -21,6 +23,8 @@ MAX_AGE_S = 300
 @bp.get("/saml/<org>/<svc>/metadata")
 def metadata(org: str, svc: str) -> Response:
     """Public; 404 until the service is configured, enabled and has an active certificate."""
+    if not (re.fullmatch(SLUG["pattern"], org) and re.fullmatch(SLUG["pattern"], svc)):
+        return _unknown(org, svc)
     with runtime().db.read() as session:
         row = session.execute(
             select(Service.id, SamlConfig, SamlCertificate)
@@ -33,7 +37,7 @@ def metadata(org: str, svc: str) -> Response:
             .where(Organization.slug == org, Service.slug == svc)
         ).first()
     if row is None:
-        return _not_found(f"There is no service '{svc}' in organization '{org}'.")
+        return _unknown(org, svc)
     _, config, cert = row
     if config is None:
         return _not_found("SAML is not configured for this service.")
@@ -59,6 +63,10 @@ def _etag(document: bytes, config: SamlConfig) -> str:
     """Changes with the document and with every configuration change."""
     stamp = config.updated_at.isoformat().encode()
     return hashlib.sha256(stamp + b"\n" + document).hexdigest()[:32]
+
+
+def _unknown(org: str, svc: str) -> Response:
+    return _not_found(f"There is no service '{svc}' in organization '{org}'.")
 
 
 def _not_found(message: str) -> Response:
