@@ -364,3 +364,11 @@ def test_logout_response_redirect_keeps_the_slo_url_query_and_signs_sha256() -> 
     assert posted[1].tag == f"{{{c.DS_NS}}}Signature"
     with pytest.raises(ValueError, match="slo_url"):
         logout_response_post(logout, sp=sp_config(slo_url=None), idp=IDP, key=idp_key(), now=ISSUED)
+
+
+def test_attribute_values_are_escaped_and_stripped_of_control_characters() -> None:
+    user = replace(USER, name='Ada <b>&amp; "Lady"\x07', given_name="\x00\x1b")
+    root = response_xml(sp_config(sign_response=True), user=user)
+    name = one(root, "//saml:Attribute[@Name='displayName']/saml:AttributeValue")
+    assert name.text == 'Ada <b>&amp; "Lady"'
+    assert not root.xpath("//saml:Attribute[@Name='urn:oid:2.5.4.42']", namespaces=NS)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from idp.saml import constants as c
 
+NOT_XML_CHARACTERS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 USER_FIELDS = frozenset(
     {"id", "email", "name", "given_name", "family_name", "role", "groups", "plan", "features"}
 )
@@ -44,13 +46,13 @@ def attributes(user: UserInfo, mapping: Mapping[str, str]) -> list[Attribute]:
     """The attributes to assert, in mapping order; fields without a value are left out.
 
     Names containing ``:`` get the ``uri`` NameFormat, others ``basic``; ``groups`` and
-    ``features`` are multi-valued.
+    ``features`` are multi-valued. Characters XML cannot carry (control characters) are dropped.
     """
     found = []
     for field, name in mapping.items():
         value: str | tuple[str, ...] | None = getattr(user, field)
         values = (value,) if isinstance(value, str) else (value or ())
-        values = tuple(v for v in values if v)
+        values = tuple(clean for v in values if (clean := NOT_XML_CHARACTERS.sub("", v)))
         if values:
             name_format = c.ATTRNAME_URI if ":" in name else c.ATTRNAME_BASIC
             found.append(Attribute(name, name_format, values))

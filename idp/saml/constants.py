@@ -41,5 +41,6 @@ SIG_RSA_SHA512: Final[str] = xmldsig.SIG_RSA_SHA512
 SIG_ECDSA_SHA256: Final[str] = xmldsig.SIG_ECDSA_SHA256
 SIG_ECDSA_SHA384: Final[str] = xmldsig.SIG_ECDSA_SHA384
 SIG_ECDSA_SHA512: Final[str] = xmldsig.SIG_ECDSA_SHA512
+DIGEST_SHA256: Final[str] = xmldsig.DIGEST_SHA256
 TRANSFORM_ENVELOPED: Final[str] = xmldsig.TRANSFORM_ENVELOPED
 TRANSFORM_EXC_C14N: Final[str] = "http://www.w3.org/2001/10/xml-exc-c14n#"

@@ -6,9 +6,13 @@ use RSA or ECDSA with SHA-256/384/512, or RSA-SHA1 (pysaml2 SPs sign with it by 
 
 from __future__ import annotations
 
+import base64
+import copy
 from functools import lru_cache
 
 import xmlsec
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
 from idp.saml import constants as c
@@ -31,24 +35,42 @@ VERIFY_ALGORITHMS = {
 VERIFY_DIGESTS = (T.TransformSha1, T.TransformSha256, T.TransformSha384, T.TransformSha512)
 REFERENCE_TRANSFORMS = {c.TRANSFORM_ENVELOPED, c.TRANSFORM_EXC_C14N}
 KEY_PROBE = b"idp signing key probe"
+SIGNATURE_TEMPLATE = (
+    f'<ds:Signature xmlns:ds="{c.DS_NS}"><ds:SignedInfo>'
+    f'<ds:CanonicalizationMethod Algorithm="{c.TRANSFORM_EXC_C14N}"/>'
+    f'<ds:SignatureMethod Algorithm="{c.SIG_RSA_SHA256}"/>'
+    '<ds:Reference URI=""><ds:Transforms>'
+    f'<ds:Transform Algorithm="{c.TRANSFORM_ENVELOPED}"/>'
+    f'<ds:Transform Algorithm="{c.TRANSFORM_EXC_C14N}"/>'
+    f'</ds:Transforms><ds:DigestMethod Algorithm="{c.DIGEST_SHA256}"/><ds:DigestValue/>'
+    "</ds:Reference></ds:SignedInfo><ds:SignatureValue/>"
+    "<ds:KeyInfo><ds:X509Data><ds:X509Certificate>{certificate}</ds:X509Certificate>"
+    "</ds:X509Data></ds:KeyInfo></ds:Signature>"
+)
 
 
 class SigningKey:
-    """The IdP's private key with its certificate, loaded once and reused for every signature."""
+    """The IdP's private key with its certificate, loaded once and reused for every signature.
 
-    def __init__(self, key: xmlsec.Key) -> None:
+    The key is held without its certificate (xmlsec copies a certificate on every use) and
+    the certificate is written once into a signature template that each signature copies.
+    """
+
+    def __init__(self, key: xmlsec.Key, certificate_der: bytes) -> None:
         self._key = key
+        certificate = base64.b64encode(certificate_der).decode("ascii")
+        self._template = etree.fromstring(SIGNATURE_TEMPLATE.format(certificate=certificate))
 
     @classmethod
     def from_pem(cls, private_key_pem: bytes, certificate_pem: bytes) -> SigningKey:
         """Load an unencrypted PEM private key and its PEM certificate; ValueError if unusable."""
         try:
+            certificate = x509.load_pem_x509_certificate(certificate_pem)
             key = xmlsec.Key.from_memory(private_key_pem, T.KeyDataFormatPem)
-            key.load_cert_from_memory(certificate_pem, T.KeyDataFormatCertPem)
             certificate_key = xmlsec.Key.from_memory(certificate_pem, T.KeyDataFormatCertPem)
-        except xmlsec.Error as exc:
+        except (ValueError, xmlsec.Error) as exc:
             raise ValueError(f"the signing key or certificate cannot be loaded: {exc}") from None
-        signing_key = cls(key)
+        signing_key = cls(key, certificate.public_bytes(Encoding.DER))
         context = xmlsec.SignatureContext()
         context.key = certificate_key
         try:
@@ -66,18 +88,13 @@ class SigningKey:
         return context.sign_binary(data, T.TransformRsaSha256)
 
     def sign(self, element: etree._Element) -> None:
-        """Sign ``element`` in place: an enveloped signature over its ``ID``, after its Issuer."""
-        signature = xmlsec.template.create(
-            element, T.TransformExclC14N, T.TransformRsaSha256, ns="ds"
-        )
+        """Sign ``element`` in place: an enveloped signature over its ``ID``, after its Issuer.
+
+        RSA-SHA256, SHA-256 digest, exclusive C14N, the certificate in ``KeyInfo``.
+        """
+        signature = copy.deepcopy(self._template)
+        signature.find(f"{SIGNED_INFO}/{REFERENCE}").set("URI", "#" + element.get("ID"))
         element.insert(1, signature)
-        reference = xmlsec.template.add_reference(
-            signature, T.TransformSha256, uri="#" + element.get("ID")
-        )
-        xmlsec.template.add_transform(reference, T.TransformEnveloped)
-        xmlsec.template.add_transform(reference, T.TransformExclC14N)
-        x509_data = xmlsec.template.add_x509_data(xmlsec.template.ensure_key_info(signature))
-        xmlsec.template.x509_data_add_certificate(x509_data)
         context = xmlsec.SignatureContext()
         context.key = self._key
         context.register_id(element, "ID")
