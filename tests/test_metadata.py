@@ -20,8 +20,6 @@ from saml2.config import SPConfig
 from saml2.mdstore import MetadataStore
 from test_saml_config import SamlService, sp_certificate_pem, sp_config
 
-from idp.client import SsoClient
-
 MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 DS = "http://www.w3.org/2000/09/xmldsig#"
 NS = {"md": MD, "ds": DS}
@@ -69,19 +67,6 @@ def der_base64(pem: str) -> str:
     """The base64 DER body of a PEM certificate, as metadata carries it."""
     cert = x509.load_pem_x509_certificate(pem.encode())
     return base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
-
-
-def test_client_gives_the_seed_urls() -> None:
-    saml = SsoClient("https://sso.example.com").services.saml
-    for base in ("https://sso.example.com", "https://sso.example.com/"):
-        assert (
-            saml.get_metadata_url(base, "acme-corp", "main-app")
-            == "https://sso.example.com/saml/acme-corp/main-app/metadata"
-        )
-        assert (
-            saml.get_sso_url(base, "acme-corp", "main-app")
-            == "https://sso.example.com/saml/acme-corp/main-app/sso"
-        )
 
 
 def test_metadata_document(

@@ -12,9 +12,10 @@ import pytest
 from admin_helpers import client, fails, new_key, new_service, storage
 from conftest import Account, Server, add_user
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from saml_core_helpers import key_pair
 from sqlalchemy import select
 
 from idp.client import SsoApiError, SsoClient
@@ -42,22 +43,9 @@ def sp_config(**fields: Any) -> dict[str, Any]:
     }
 
 
-def sp_certificate_pem(common_name: str = "sp.example.com") -> str:
+def sp_certificate_pem() -> str:
     """A self-signed certificate such as an SP publishes."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
+    return key_pair("sp.example.com")[1].decode()
 
 
 @dataclass
