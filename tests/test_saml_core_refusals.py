@@ -492,6 +492,40 @@ def test_signature_with_other_transforms_is_refused() -> None:
     assert refused(post(signed), VERIFYING_SP).reason == "signature_invalid"
 
 
+@pytest.mark.parametrize(
+    ("c14n", "digest", "method"),
+    [
+        ("InclC14N", "Sha256", "RsaSha256"),
+        ("ExclC14NWithComments", "Sha256", "RsaSha256"),
+        ("ExclC14N", "Md5", "RsaSha256"),
+        ("ExclC14N", "Sha256", "RsaMd5"),
+    ],
+    ids=["inclusive-c14n", "c14n-with-comments", "md5-digest", "rsa-md5"],
+)
+def test_signature_with_weak_or_foreign_algorithms_is_refused(
+    c14n: str, digest: str, method: str
+) -> None:
+    import xmlsec
+    from lxml import etree
+
+    root = etree.fromstring(authn_request_xml())
+    transforms = xmlsec.constants
+    signature = xmlsec.template.create(
+        root, getattr(transforms, "Transform" + c14n), getattr(transforms, "Transform" + method)
+    )
+    root.insert(1, signature)
+    reference = xmlsec.template.add_reference(
+        signature, getattr(transforms, "Transform" + digest), uri="#_authn-request-1"
+    )
+    xmlsec.template.add_transform(reference, transforms.TransformEnveloped)
+    xmlsec.template.add_transform(reference, transforms.TransformExclC14N)
+    context = xmlsec.SignatureContext()
+    context.key = xmlsec.Key.from_memory(key_pair("sp")[0], transforms.KeyDataFormatPem)
+    context.register_id(root, "ID")
+    context.sign(signature)
+    assert refused(post(etree.tostring(root)), VERIFYING_SP).reason == "signature_invalid"
+
+
 def test_nested_signature_is_refused() -> None:
     """A signature below the root (e.g. in Extensions) does not count and is refused."""
     signed = _strip_declaration(sign_xml(authn_request_xml(ID="_inner")))

@@ -17,7 +17,8 @@ SP-initiated SSO (``/sso``)
   7. Post ``sso_response(..., in_response_to=authn.id)`` as ``SAMLResponse`` with
      ``message.relay_state`` (unchanged) as ``RelayState`` to ``sp.acs_url``.
 
-IdP-initiated SSO (``/init``): steps 5 to 7 with ``in_response_to=None``.
+IdP-initiated SSO (``/init``): ``check_relay_state(request.args.get("RelayState"))``, then
+steps 5 to 7 with ``in_response_to=None``.
 
 Single Logout (``/slo``)
   1. Decode as in SSO step 1.
@@ -41,6 +42,7 @@ from lxml import etree
 from idp.saml.attributes import UserInfo
 from idp.saml.bindings import (
     ReceivedMessage,
+    check_relay_state,
     decode_post,
     decode_redirect,
     encode_post,
@@ -80,6 +82,7 @@ __all__ = [
     "SigningKey",
     "SpConfig",
     "UserInfo",
+    "check_relay_state",
     "decode_post",
     "decode_redirect",
     "error_response",

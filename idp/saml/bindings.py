@@ -44,7 +44,7 @@ def decode_redirect(query_string: bytes | str, param: str = "SAMLRequest") -> Re
     if param not in raw:
         raise SamlRefusal("bad_encoding", f"The address carries no {param} parameter.")
     xml = _inflate(_base64(_unquote(raw[param]), param))
-    relay_state = _relay_state(_unquote(raw["RelayState"]) if "RelayState" in raw else None)
+    relay_state = check_relay_state(_unquote(raw["RelayState"]) if "RelayState" in raw else None)
     signature = None
     if "SigAlg" in raw or "Signature" in raw:
         if "SigAlg" not in raw or "Signature" not in raw:
@@ -68,7 +68,7 @@ def decode_post(form: Mapping[str, str], param: str = "SAMLRequest") -> Received
     if value is None:
         raise SamlRefusal("bad_encoding", f"The form carries no {param} field.")
     return ReceivedMessage(
-        _base64(value, param), c.BINDING_POST, _relay_state(form.get("RelayState"))
+        _base64(value, param), c.BINDING_POST, check_relay_state(form.get("RelayState"))
     )
 
 
@@ -143,7 +143,8 @@ def _inflate(data: bytes) -> bytes:
     return xml
 
 
-def _relay_state(value: str | None) -> str | None:
+def check_relay_state(value: str | None) -> str | None:
+    """RelayState unchanged, refused beyond 1024 bytes (the binding's 80 are not enforced)."""
     if value is None:
         return None
     try:
