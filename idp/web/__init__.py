@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
-from idp.web import browser, login, metadata, pages
+from idp.metrics import SSO_REQUESTS
+from idp.saml import SamlRefusal
+from idp.web import browser, login, metadata, pages, slo, sso
+from idp.web.pages import Refused, error_page
 
 
 def _harden(response: Response) -> Response:
@@ -13,9 +16,22 @@ def _harden(response: Response) -> Response:
     return browser.harden(response)
 
 
+def _refused(exc: Refused) -> Response:
+    """The page for a refused SAML request, counted by reason."""
+    if request.blueprint == "sso":
+        SSO_REQUESTS.labels("refused", exc.reason).inc()
+    return error_page(exc.status, "This request cannot be accepted", exc.message)
+
+
+def _saml_refusal(exc: SamlRefusal) -> Response:
+    """A message the SAML core will not act on: 400 with its reason."""
+    return _refused(Refused(400, exc.reason, exc.message))
+
+
 def register(app: Flask) -> None:
-    """Mount every browser-facing blueprint and harden their pages."""
-    app.register_blueprint(pages.bp)
-    app.register_blueprint(login.bp)
-    app.register_blueprint(metadata.bp)
+    """Mount every browser-facing blueprint, answer refusals as pages, harden every page."""
+    for blueprint in (pages.bp, login.bp, metadata.bp, sso.bp, slo.bp):
+        app.register_blueprint(blueprint)
+    app.register_error_handler(Refused, _refused)
+    app.register_error_handler(SamlRefusal, _saml_refusal)
     app.after_request(_harden)

@@ -15,9 +15,9 @@ from idp.sessions import IdpSession
 SESSION_COOKIE = "idp_session"
 CSRF_COOKIE = "idp_csrf"
 AUTOSUBMIT_SCRIPT = "document.getElementById('saml-form').submit();"
-AUTOSUBMIT_HASH = "sha256-" + base64.b64encode(
-    hashlib.sha256(AUTOSUBMIT_SCRIPT.encode()).digest()
-).decode()
+AUTOSUBMIT_HASH = (
+    "sha256-" + base64.b64encode(hashlib.sha256(AUTOSUBMIT_SCRIPT.encode()).digest()).decode()
+)
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; "
     f"script-src '{AUTOSUBMIT_HASH}'; frame-ancestors 'none'; base-uri 'none'"

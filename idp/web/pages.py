@@ -1,10 +1,22 @@
-"""HTML pages shared by the browser-facing routes: errors, and the static files."""
+"""HTML pages shared by the browser-facing routes: errors, refusals, the auto-posting form."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, g, render_template
 
+from idp.web.browser import AUTOSUBMIT_SCRIPT
+
 bp = Blueprint("pages", __name__, static_folder="static", static_url_path="/static")
+
+
+class Refused(Exception):
+    """A browser request answered with an HTML error page (never a redirect or a post)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
 
 
 def error_page(status: int, title: str, message: str) -> Response:
@@ -13,3 +25,19 @@ def error_page(status: int, title: str, message: str) -> Response:
         "error.html", title=title, message=message, request_id=g.get("request_id")
     )
     return Response(html, status=status, mimetype="text/html")
+
+
+def post_form(
+    action: str, field: str, message: str, relay_state: str | None, heading: str = "Signing you in"
+) -> Response:
+    """The page that posts a SAML message to an SP endpoint, by script or by its button."""
+    html = render_template(
+        "post_form.html",
+        action=action,
+        field=field,
+        message=message,
+        relay_state=relay_state,
+        heading=heading,
+        script=AUTOSUBMIT_SCRIPT,
+    )
+    return Response(html, mimetype="text/html")
