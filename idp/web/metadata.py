@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import datetime
 
 from flask import Blueprint, Response, request
-from sqlalchemy import and_, select
 
+from idp import providers
 from idp.api.organizations import SLUG
 from idp.runtime import runtime
-from idp.saml.metadata import IdpEndpoints, idp_metadata
-from idp.store.models import Organization, SamlCertificate, SamlConfig, Service
+from idp.saml.metadata import idp_metadata
 from idp.web.pages import error_page
 
 bp = Blueprint("metadata", __name__)
@@ -23,50 +23,35 @@ MAX_AGE_S = 300
 @bp.get("/saml/<org>/<svc>/metadata")
 def metadata(org: str, svc: str) -> Response:
     """Public; 404 until the service is configured, enabled and has an active certificate."""
-    if not (re.fullmatch(SLUG["pattern"], org) and re.fullmatch(SLUG["pattern"], svc)):
-        return _unknown(org, svc)
-    with runtime().db.read() as session:
-        row = session.execute(
-            select(Service.id, SamlConfig, SamlCertificate)
-            .join(Organization, Organization.id == Service.organization_id)
-            .outerjoin(SamlConfig, SamlConfig.service_id == Service.id)
-            .outerjoin(
-                SamlCertificate,
-                and_(SamlCertificate.service_id == Service.id, SamlCertificate.is_active),
-            )
-            .where(Organization.slug == org, Service.slug == svc)
-        ).first()
-    if row is None:
-        return _unknown(org, svc)
-    _, config, cert = row
-    if config is None:
+    provider = None
+    if re.fullmatch(SLUG["pattern"], org) and re.fullmatch(SLUG["pattern"], svc):
+        provider = providers.find(runtime(), org, svc)
+    if provider is None:
+        return _not_found(f"There is no service '{svc}' in organization '{org}'.")
+    if provider.sp is None or provider.updated_at is None:
         return _not_found("SAML is not configured for this service.")
-    if not config.enabled:
+    if not provider.enabled:
         return _not_found("SAML is disabled for this service.")
-    if cert is None:
+    if provider.certificate is None:
         return _not_found("This service has no active signing certificate yet.")
     document = idp_metadata(
-        IdpEndpoints.of(runtime().settings.base_url, org, svc),
-        cert.certificate_pem,
-        config.name_id_format,
-        config.want_authn_requests_signed,
+        provider.endpoints,
+        provider.certificate.certificate_pem,
+        provider.sp.name_id_format,
+        provider.sp.want_authn_requests_signed,
     )
     response = Response(document, mimetype=CONTENT_TYPE)
-    response.set_etag(_etag(document, config))
+    response.set_etag(_etag(document, provider.updated_at))
     response.cache_control.public = True
     response.cache_control.max_age = MAX_AGE_S
     response.make_conditional(request)
     return response
 
 
-def _etag(document: bytes, config: SamlConfig) -> str:
+def _etag(document: bytes, config_updated_at: datetime) -> str:
     """Changes with the document and with every configuration change."""
-    stamp = config.updated_at.isoformat().encode()
+    stamp = config_updated_at.isoformat().encode()
     return hashlib.sha256(stamp + b"\n" + document).hexdigest()[:32]
-
-
-def _unknown(org: str, svc: str) -> Response:
-    return _not_found(f"There is no service '{svc}' in organization '{org}'.")
 
 
 def _not_found(message: str) -> Response:
