@@ -146,6 +146,7 @@ def test_invalid_paging(
         ({"expires_in_days": 10**40}, "expires_in_days"),
         ({"name": ""}, "name"),
         ({"name": None}, "name"),
+        ({"name": "\u0000"}, "name"),
         ({"key": "idpk_mine.secret"}, "key"),
     ],
 )
@@ -167,7 +168,7 @@ def test_unknown_or_foreign_key_is_not_found(
     sso = client(server, owner)
     other = new_service(sso, org)["slug"]
     foreign = sso.services.api_keys.create(org, other, {"name": "k", "permissions": ["read:users"]})
-    for key_id in ("no-such-key", foreign["id"]):
+    for key_id in ("no-such-key", "nul\x00id", foreign["id"]):
         fails(lambda k=key_id: sso.services.api_keys.get(org, svc, k), 404, "not_found")
         fails(lambda k=key_id: sso.services.api_keys.delete(org, svc, k), 404, "not_found")
     fails(lambda: sso.services.api_keys.list(org, "no-such-svc"), 404, "not_found")

@@ -123,7 +123,7 @@ def test_unknown_plan_or_plan_of_another_service(
 ) -> None:
     sso = client(server, owner)
     foreign = new_plan(sso, org, new_service(sso, org)["slug"])
-    for plan_id in ("no-such-plan", foreign["id"]):
+    for plan_id in ("no-such-plan", "nul\x00id", foreign["id"]):
         fails(lambda p=plan_id: sso.services.plans.update(org, svc, p, {}), 404, "not_found")
         fails(lambda p=plan_id: sso.services.plans.delete(org, svc, p), 404, "not_found")
     fails(lambda: sso.services.plans.list(org, "no-such-svc"), 404, "not_found")
@@ -152,6 +152,8 @@ INVALID_PLANS: list[tuple[dict[str, Any], str]] = [
     ({"name": ""}, "name"),
     ({"name": None}, "name"),
     ({"name": "x" * 101}, "name"),
+    ({"name": "pro\u0000"}, "name"),
+    ({"name": "pro "}, "name"),
     ({"price_cents": -1}, "price_cents"),
     ({"price_cents": 19.99}, "price_cents"),
     ({"price_cents": "2999"}, "price_cents"),
@@ -167,6 +169,7 @@ INVALID_PLANS: list[tuple[dict[str, Any], str]] = [
     ({"features": [1]}, "features"),
     ({"features": ["a", "a"]}, "features"),
     ({"features": [""]}, "features"),
+    ({"features": ["line\nbreak"]}, "features"),
     ({"features": None}, "features"),
     ({"id": "chosen"}, "id"),
 ]

@@ -15,8 +15,7 @@ from idp.api import access
 from idp.api.access import Need
 from idp.api.errors import invalid, not_found
 from idp.api.openapi import component, nullable, operation, ref
-from idp.api.organizations import NAME
-from idp.api.shapes import TIMESTAMP, iso
+from idp.api.shapes import TIMESTAMP, iso, text
 from idp.auth import PERMISSIONS, digest, new_api_key
 from idp.runtime import runtime
 from idp.store.models import ApiKey, Service, utcnow
@@ -58,7 +57,7 @@ component(
         "required": ["name", "permissions"],
         "additionalProperties": False,
         "properties": {
-            "name": NAME,
+            "name": text(200),
             "permissions": PERMISSION_LIST,
             "expires_in_days": {
                 "type": ["integer", "null"],
@@ -113,7 +112,7 @@ def api_key_json(key: ApiKey) -> dict[str, Any]:
     }
 
 
-def _query_int(param: dict[str, Any]) -> int:
+def query_int(param: dict[str, Any]) -> int:
     """An integer query parameter within the bounds its documentation states, else 400."""
     name, schema = param["name"], param["schema"]
     raw = request.args.get(name)
@@ -151,7 +150,7 @@ def create_api_key(org: str, svc: str, payload: dict[str, Any]) -> tuple[dict[st
         organization, service = access.service(session, org, svc, Need.MANAGE)
         key = ApiKey(
             service_id=service.id,
-            name=payload["name"].strip(),
+            name=payload["name"],
             prefix=prefix,
             key_hash=digest(secret),
             permissions=list(payload["permissions"]),
@@ -185,7 +184,7 @@ def create_api_key(org: str, svc: str, payload: dict[str, Any]) -> tuple[dict[st
 )
 def list_api_keys(org: str, svc: str) -> dict[str, Any]:
     """Any member; API keys cannot list keys."""
-    limit, offset = _query_int(LIMIT), _query_int(OFFSET)
+    limit, offset = query_int(LIMIT), query_int(OFFSET)
     with runtime().db.read() as session:
         _, service = access.service(session, org, svc, Need.READ)
         of_service = ApiKey.service_id == service.id

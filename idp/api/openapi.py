@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any
 from flask import Blueprint, request
 
 from idp.api.access import authenticate_request
-from idp.api.errors import bad_request
+from idp.api.errors import bad_request, not_found
 from idp.api.validation import validate
 
 View = Callable[..., Any]
@@ -76,6 +77,8 @@ def operation(
         def handler(**kwargs: Any) -> Any:
             if not public:
                 authenticate_request()
+            if any(isinstance(v, str) and "\x00" in v for v in kwargs.values()):  # unstorable
+                raise not_found("No resource has a name with a NUL character")
             if body is not None:
                 kwargs["payload"] = validate(_json_body(), COMPONENTS[body])
             return view(**kwargs)
@@ -93,6 +96,10 @@ def _json_body() -> Any:
     payload = request.get_json(silent=True, force=True)
     if payload is None:
         raise bad_request("The request body must be a JSON object")
+    try:  # JSON may escape unpaired surrogates, which no database or response can encode
+        json.dumps(payload, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise bad_request("The request body holds an unpaired Unicode surrogate") from None
     return payload
 
 

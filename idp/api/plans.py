@@ -13,7 +13,7 @@ from idp.api import access
 from idp.api.access import Need
 from idp.api.errors import conflict, conflict_on_duplicate, not_found
 from idp.api.openapi import component, operation, ref
-from idp.api.shapes import TIMESTAMP, iso
+from idp.api.shapes import TIMESTAMP, iso, text
 from idp.runtime import runtime
 from idp.store.models import Plan, Service, Subscription, utcnow
 
@@ -21,7 +21,7 @@ bp = Blueprint("plans", __name__)
 
 MAX_PRICE_CENTS = 2**31 - 1  # the largest value a 32-bit INTEGER column holds
 PLAN_FIELDS = {
-    "name": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": r"\S"},
+    "name": text(100),
     "price_cents": {"type": "integer", "minimum": 0, "maximum": MAX_PRICE_CENTS},
     "currency": {
         "type": "string",
@@ -32,7 +32,7 @@ PLAN_FIELDS = {
         "type": "array",
         "maxItems": 100,
         "uniqueItems": True,
-        "items": {"type": "string", "minLength": 1, "maxLength": 200},
+        "items": text(200),
     },
 }
 
@@ -137,7 +137,7 @@ def _plan_response(session: Session, plan: Plan) -> dict[str, Any]:
 def _apply(plan: Plan, payload: dict[str, Any]) -> None:
     """Copy the given fields onto the plan, normalized."""
     if "name" in payload:
-        plan.name = payload["name"].strip()
+        plan.name = payload["name"]
     if "price_cents" in payload:
         plan.price_cents = int(payload["price_cents"])
     if "currency" in payload:
@@ -147,7 +147,7 @@ def _apply(plan: Plan, payload: dict[str, Any]) -> None:
 
 
 def _name_taken(payload: dict[str, Any]) -> str:
-    return f"Plan name '{payload.get('name', '').strip()}' is already taken in this service"
+    return f"Plan name '{payload.get('name')}' is already taken in this service"
 
 
 @operation(

@@ -13,9 +13,9 @@ from idp.api import access
 from idp.api.access import Need
 from idp.api.errors import conflict, limit_reached
 from idp.api.openapi import component, operation, ref
-from idp.api.organizations import NAME, SLUG
+from idp.api.organizations import SLUG
 from idp.api.plans import plan_json, service_plans
-from idp.api.shapes import TIMESTAMP, iso
+from idp.api.shapes import TIMESTAMP, iso, text
 from idp.runtime import runtime
 from idp.store.models import Organization, Service, utcnow
 
@@ -27,7 +27,11 @@ SCOPES = {
     "type": "array",
     "maxItems": 50,
     "uniqueItems": True,
-    "items": {"type": "string", "pattern": r"^\S{1,200}$", "x-reason": "must be a scope name"},
+    "items": {
+        "type": "string",
+        "pattern": r"^[^\s\x00-\x1f\x7f]{1,200}$",
+        "x-reason": "must be a scope: 1-200 characters without spaces or control characters",
+    },
 }
 REDIRECT_URIS = {
     "type": "array",
@@ -36,7 +40,7 @@ REDIRECT_URIS = {
     "items": {"type": "string", "format": "absolute-uri", "maxLength": 2048},
 }
 EDITABLE_FIELDS = {
-    "name": NAME,
+    "name": text(200),
     "github_scopes": SCOPES,
     "google_scopes": SCOPES,
     "microsoft_scopes": SCOPES,
@@ -174,8 +178,7 @@ def _apply(svc: Service, payload: dict[str, Any]) -> None:
     """Copy the given editable fields onto the service."""
     for name in EDITABLE_FIELDS:
         if name in payload:
-            value = payload[name]
-            setattr(svc, name, value.strip() if name == "name" else list(value))
+            setattr(svc, name, payload[name])
 
 
 @operation(

@@ -41,3 +41,13 @@ def member_json(member: Membership) -> dict[str, Any]:
 
 TIMESTAMP = {"type": "string", "format": "date-time"}
 OPTIONAL_STRING = {"type": ["string", "null"]}
+
+
+def text(max_length: int) -> dict[str, Any]:
+    """A non-empty line of text: no control characters (nor NUL), no surrounding spaces."""
+    return {
+        "type": "string",
+        "maxLength": max_length,
+        "pattern": r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$",
+        "x-reason": "must be non-empty text without control characters or surrounding spaces",
+    }

@@ -22,7 +22,12 @@ from idp.store.models import Organization, Subscription, User, utcnow
 
 bp = Blueprint("subscriptions", __name__)
 
-ID = {"type": "string", "minLength": 1, "maxLength": 36}
+ID = {
+    "type": "string",
+    "maxLength": 36,
+    "pattern": r"^[^\s\x00-\x1f\x7f]+$",
+    "x-reason": "must be an id: no spaces or control characters",
+}
 STATUSES = ("active", "cancelled")
 
 component(

@@ -93,18 +93,41 @@ for _name, _check in (
     FORMATS.checks(_name, raises=ValueError)(_check)
 
 
+# ECMA-262's classes, which JSON Schema patterns use (Python's \s, \d, \w are wider).
+ECMA_CLASSES = {
+    "s": r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff",
+    "d": "0-9",
+    "w": "A-Za-z0-9_",
+}
+
+
 @lru_cache(maxsize=256)
 def _ecma_regex(pattern: str) -> re.Pattern[str]:
-    """A final ``$`` matches only at the very end, as in ECMA-262 (Python's allows a newline)."""
-    if pattern.endswith("$") and not pattern.endswith("\\$"):
-        pattern = pattern[:-1] + r"\Z"
-    return re.compile(pattern)
+    """Python's ``re`` with ECMA-262 meanings: ``$`` only at the very end, ECMA's \\s, \\d, \\w."""
+    out: list[str] = []
+    in_class, i = False, 0
+    while i < len(pattern):
+        char, following = pattern[i], pattern[i + 1 : i + 2]
+        negated = following.isupper()
+        if char == "\\" and following.lower() in ECMA_CLASSES and not (in_class and negated):
+            chars = ECMA_CLASSES[following.lower()]
+            out.append(chars if in_class else f"[{'^' if negated else ''}{chars}]")
+            i += 2
+            continue
+        if char == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        in_class = (in_class or char == "[") and char != "]"
+        out.append(r"\Z" if char == "$" and not in_class else char)
+        i += 1
+    return re.compile("".join(out))
 
 
 def _pattern(
     validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
 ) -> Iterator[ValidationError]:
-    """The ``pattern`` keyword with JSON Schema's (ECMA-262) anchoring."""
+    """The ``pattern`` keyword with JSON Schema's (ECMA-262) semantics."""
     if validator.is_type(instance, "string") and not _ecma_regex(pattern).search(instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
