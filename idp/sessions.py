@@ -8,7 +8,7 @@ import logging
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import redis
 from redis.backoff import NoBackoff
@@ -20,6 +20,8 @@ PREFIX = "idp:"
 PENDING_TTL_S = 900
 SOCKET_TIMEOUT_S = 0.5
 LIVE_SESSIONS = PREFIX + "sessions"  # sorted set: session key -> expiry, for the gauge
+VERSION = PREFIX + "version"  # bumped by every configuration change
+EVENTS = PREFIX + "events"  # audit events on their way to the database
 
 
 def connect(url: str) -> redis.Redis:
@@ -90,13 +92,34 @@ class Store:
 
     def load_session(self, sid: str | None) -> IdpSession | None:
         """The live session for a cookie value, or None."""
-        if not sid or len(sid) > 128:
+        if not _plausible(sid):
             return None
         raw = self.redis.get(_session_key(sid))
         return IdpSession.from_json(sid, raw) if raw else None
 
-    def save_session(self, session: IdpSession) -> None:
-        """Store the session and slide its expiry to a full TTL from now."""
+    def sso_state(self, sid: str | None, replay_key: str | None, replay_ttl: int) -> SsoState:
+        """In one round trip: the session, the change counter, and the replay check.
+
+        ``replay_key`` is marked as seen; ``first_use`` is False when it was seen before.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(VERSION)
+        if _plausible(sid):
+            pipe.get(_session_key(sid))
+        if replay_key is not None:
+            pipe.set(_seen_key(replay_key), 1, nx=True, ex=replay_ttl)
+        results = iter(pipe.execute())
+        raw_version = next(results)
+        raw_session = next(results) if _plausible(sid) else None
+        first_use = bool(next(results)) if replay_key is not None else True
+        session = IdpSession.from_json(sid, raw_session) if raw_session and sid else None
+        return SsoState(session, int(raw_version or 0), first_use)
+
+    def save_session(self, session: IdpSession, event: dict[str, Any] | None = None) -> int:
+        """Store the session, slide its expiry to a full TTL, and queue an event with it.
+
+        Returns how many events wait in the queue (0 when no event was given).
+        """
         session.expires_at = time.time() + self.session_ttl
         key = _session_key(session.sid)
         pipe = self.redis.pipeline(transaction=False)
@@ -104,7 +127,10 @@ class Store:
         pipe.zadd(LIVE_SESSIONS, {key: session.expires_at})
         for sp in session.sps.values():
             pipe.set(_index_key(sp.session_index), session.sid, ex=self.session_ttl)
-        pipe.execute()
+        if event is not None:
+            pipe.rpush(EVENTS, json.dumps(event, separators=(",", ":")))
+        results = pipe.execute()
+        return int(results[-1]) if event is not None else 0
 
     def session_for_index(self, session_index: str) -> IdpSession | None:
         """Find a session by a SessionIndex it issued (SLO without the cookie)."""
@@ -151,10 +177,27 @@ class Store:
 
     # -- replay cache -----------------------------------------------------------
 
-    def first_use(self, scope: str, message_id: str, ttl: int) -> bool:
-        """True the first time a message ID is seen in a scope, False on replay."""
-        key = PREFIX + "seen:" + _digest(scope + "\0" + message_id)
-        return bool(self.redis.set(key, 1, nx=True, ex=ttl))
+    def first_use(self, message_key: str, ttl: int) -> bool:
+        """True the first time a message key (scope and ID) is seen, False on replay."""
+        return bool(self.redis.set(_seen_key(message_key), 1, nx=True, ex=ttl))
+
+    # -- queued audit events ----------------------------------------------------
+
+    def queue_event(self, event: dict[str, Any]) -> int:
+        """Queue an audit event for the database; returns the queue length."""
+        return int(self.redis.rpush(EVENTS, json.dumps(event, separators=(",", ":"))))
+
+    def queued_events(self, limit: int) -> list[dict[str, Any]]:
+        """The oldest queued events, still queued."""
+        return [json.loads(raw) for raw in self.redis.lrange(EVENTS, 0, limit - 1)]
+
+    def drop_queued_events(self, count: int) -> None:
+        """Remove the oldest ``count`` events (after they were written)."""
+        self.redis.ltrim(EVENTS, count, -1)
+
+    def event_flush_lock(self) -> Any:
+        """A lock so one worker at a time moves queued events to the database."""
+        return self.redis.lock(PREFIX + "events:lock", timeout=30, blocking=False)
 
     # -- login throttling -------------------------------------------------------
 
@@ -190,23 +233,35 @@ class Store:
         pipe.decr(_throttle_key(released))
         pipe.execute()
 
-    # -- configuration versions -------------------------------------------------
+    # -- change counter ---------------------------------------------------------
 
-    def config_version(self, scope: str) -> int:
-        """The change counter of a service's SAML setup (0 when never changed)."""
-        raw = self.redis.get(PREFIX + "cfgver:" + scope)
-        return int(raw) if raw else 0
+    def version(self) -> int:
+        """The change counter (0 before the first change)."""
+        return int(self.redis.get(VERSION) or 0)
 
-    def announce_change(self, scope: str) -> None:
-        """Tell every worker that a service's SAML setup changed (scope "org/svc").
+    def announce_change(self, what: str) -> None:
+        """Tell every worker that stored configuration changed, so their caches reload.
 
-        Best effort: the change is already committed, so a Redis outage must not turn
-        it into an error; workers also reload cached setups after a short max age.
+        Best effort: the change is already committed, so a Redis outage must not turn it
+        into an error; workers also reload cached entries after a short max age.
         """
         try:
-            self.redis.incr(PREFIX + "cfgver:" + scope)
+            self.redis.incr(VERSION)
         except redis.RedisError as exc:
-            log.warning("could not announce a change of %s: %s", scope, exc.__class__.__name__)
+            log.warning("could not announce a change of %s: %s", what, exc.__class__.__name__)
+
+
+@dataclass(frozen=True)
+class SsoState:
+    """What an SSO request reads from Redis at once."""
+
+    session: IdpSession | None
+    version: int
+    first_use: bool
+
+
+def _plausible(sid: str | None) -> TypeGuard[str]:
+    return bool(sid) and len(sid or "") <= 128
 
 
 def _digest(value: str) -> str:
@@ -219,6 +274,10 @@ def _session_key(sid: str) -> str:
 
 def _index_key(session_index: str) -> str:
     return PREFIX + "sidx:" + _digest(session_index)
+
+
+def _seen_key(message_key: str) -> str:
+    return PREFIX + "seen:" + _digest(message_key)
 
 
 def _throttle_key(subject: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint
 from sqlalchemy import case, distinct, func, select
 
+from idp import audit
 from idp.api import access
 from idp.api.access import Need
 from idp.api.openapi import component, operation, ref
@@ -43,9 +44,11 @@ component(
 )
 def analytics(org: str, svc: str) -> dict[str, Any]:
     """Counts over the service's sso.success events, in one query."""
+    rt = runtime()
+    audit.try_flush(rt)
     now = utcnow()
     day, month = now - timedelta(hours=24), now - timedelta(days=30)
-    with runtime().db.read() as session:
+    with rt.db.read() as session:
         _, service = access.service(session, org, svc, Need.READ, "read:analytics")
         total, last_day, users, last = session.execute(
             select(

@@ -22,13 +22,13 @@ from idp.api.shapes import (
 )
 from idp.auth import ROLES, KeyPrincipal, UserPrincipal, membership
 from idp.runtime import runtime
-from idp.store.models import Membership, Organization, User
+from idp.store.models import SLUG_PATTERN, Membership, Organization, User
 
 bp = Blueprint("organizations", __name__)
 
 SLUG = {
     "type": "string",
-    "pattern": "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+    "pattern": SLUG_PATTERN,
     "x-reason": "must be 1-63 lowercase letters, digits or hyphens, not starting or ending "
     "with a hyphen",
 }

@@ -6,7 +6,9 @@ The web layer's steps (``sp`` is a :class:`SpConfig`, ``idp`` the :class:`IdpEnd
 SP-initiated SSO (``/sso``)
   1. ``message = decode_redirect(request.query_string)`` (GET: the raw query string, whose
      exact bytes the Redirect signature covers) or ``decode_post(request.form)`` (POST).
-  2. ``authn = parse_authn_request(message, sp, idp, now=now, clock_skew=skew)``.
+  2. ``authn = parse_authn_request(message, sp, idp, now=now, clock_skew=skew)``, or in two
+     steps, ``read = read_authn(message)`` then ``check_authn(read, sp, idp, ...)``, when the
+     request ID is wanted before the SP's configuration is at hand.
   3. Replay: ``SET NX EX`` on ``authn.id`` in the web layer's replay cache; if it was seen,
      refuse like a :class:`SamlRefusal` with reason ``replay``.
   4. ``error = sso_error(authn, sp, has_session=...)``; if not None, post
@@ -35,6 +37,7 @@ parsers. Policy answers (NoPassive, InvalidNameIDPolicy, RequestDenied) are
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from lxml import etree
@@ -77,11 +80,13 @@ __all__ = [
     "IdpEndpoints",
     "LogoutRequest",
     "NameId",
+    "ReadAuthnRequest",
     "ReceivedMessage",
     "SamlRefusal",
     "SigningKey",
     "SpConfig",
     "UserInfo",
+    "check_authn",
     "check_relay_state",
     "decode_post",
     "decode_redirect",
@@ -91,20 +96,41 @@ __all__ = [
     "make_name_id",
     "parse_authn_request",
     "parse_logout_request",
+    "read_authn",
     "sso_error",
     "sso_response",
 ]
+
+
+@dataclass(frozen=True)
+class ReadAuthnRequest:
+    """A parsed AuthnRequest that has not been judged yet (its ID can feed a replay cache)."""
+
+    message: ReceivedMessage
+    root: etree._Element
+    request: AuthnRequest
+
+
+def read_authn(message: ReceivedMessage) -> ReadAuthnRequest:
+    """Parse an AuthnRequest without judging it against any SP; refuses what is malformed."""
+    root = parse(message.xml)
+    return ReadAuthnRequest(message, root, read_authn_request(root))
+
+
+def check_authn(
+    read: ReadAuthnRequest, sp: SpConfig, idp: IdpEndpoints, *, now: datetime, clock_skew: int
+) -> AuthnRequest:
+    """Judge a read AuthnRequest for ``sp``: all of CONTRACT §4 but the replay check."""
+    _check_sender(read.message, read.root, read.request.issuer, sp)
+    check_authn_request(read.request, sp, idp, now=now, clock_skew=clock_skew)
+    return read.request
 
 
 def parse_authn_request(
     message: ReceivedMessage, sp: SpConfig, idp: IdpEndpoints, *, now: datetime, clock_skew: int
 ) -> AuthnRequest:
     """Parse and validate an AuthnRequest for ``sp`` (all of CONTRACT §4 but the replay check)."""
-    root = parse(message.xml)
-    request = read_authn_request(root)
-    _check_sender(message, root, request.issuer, sp)
-    check_authn_request(request, sp, idp, now=now, clock_skew=clock_skew)
-    return request
+    return check_authn(read_authn(message), sp, idp, now=now, clock_skew=clock_skew)
 
 
 def parse_logout_request(

@@ -31,6 +31,9 @@ NAMING = {
 }
 
 
+SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"  # organization and service slugs
+
+
 def new_id() -> str:
     """A random identifier for a new row."""
     return str(uuid.uuid4())
@@ -260,9 +263,7 @@ class Event(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    organization_id: Mapped[str | None] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE")
-    )
+    organization_id: Mapped[str | None] = mapped_column(String(36))  # no FK: the trail outlives
     service_id: Mapped[str | None] = mapped_column(String(36))
     actor_type: Mapped[str] = mapped_column(String(16))
     actor_id: Mapped[str | None] = mapped_column(String(64))

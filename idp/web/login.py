@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from idp import audit
 from idp.auth import membership
+from idp.metrics import LOGINS
 from idp.runtime import runtime
 from idp.store.models import User
 from idp.web import browser
@@ -88,6 +89,7 @@ def login() -> Response:
             **context,
         )
         response.headers["Retry-After"] = str(retry_after)
+        LOGINS.labels("throttled").inc()
         return response
     with rt.db.read() as session:
         user = session.scalar(select(User).where(User.email == email))
@@ -144,16 +146,16 @@ def logout() -> Response:
 def _record_login(
     user: User | None, email: str, action: str, pending: dict[str, Any] | None
 ) -> None:
-    """Keep the outcome of a sign-in in the audit trail (never the password)."""
-    with runtime().db.write() as session:
-        audit.record(
-            session,
-            audit.Actor("user", user.id) if user else audit.Actor("anonymous"),
-            action,
-            "login",
-            None,
-            organization_id=pending["org_id"] if pending else None,
-            service_id=pending["service_id"] if pending else None,
-            user_id=user.id if user else None,
-            after={"email": email, "address": browser.client_address()},
-        )
+    """Count the outcome and queue it for the audit trail (never the password)."""
+    rt = runtime()
+    LOGINS.labels(action.removeprefix("login.")).inc()
+    event = audit.queued(
+        audit.Actor("user", user.id) if user else audit.Actor("anonymous"),
+        action,
+        "login",
+        organization_id=pending["org_id"] if pending else None,
+        service_id=pending["service_id"] if pending else None,
+        user_id=user.id if user else None,
+        after={"email": email, "address": browser.client_address()},
+    )
+    audit.flush_when_due(rt, rt.store.queue_event(event))

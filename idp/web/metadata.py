@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from datetime import datetime
 
 from flask import Blueprint, Response, request
 
 from idp import providers
-from idp.api.organizations import SLUG
 from idp.runtime import runtime
 from idp.saml.metadata import idp_metadata
 from idp.web.pages import error_page
@@ -23,9 +21,8 @@ MAX_AGE_S = 300
 @bp.get("/saml/<org>/<svc>/metadata")
 def metadata(org: str, svc: str) -> Response:
     """Public; 404 until the service is configured, enabled and has an active certificate."""
-    provider = None
-    if re.fullmatch(SLUG["pattern"], org) and re.fullmatch(SLUG["pattern"], svc):
-        provider = providers.find(runtime(), org, svc)
+    rt = runtime()
+    provider = providers.find(rt, org, svc, rt.store.version())
     if provider is None:
         return _not_found(f"There is no service '{svc}' in organization '{org}'.")
     if provider.sp is None or provider.updated_at is None:

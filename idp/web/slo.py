@@ -11,7 +11,7 @@ from idp.runtime import runtime
 from idp.sessions import IdpSession
 from idp.web import browser
 from idp.web.pages import Refused, post_form
-from idp.web.sso import ready
+from idp.web.sso import browser_state, ready
 
 bp = Blueprint("slo", __name__)
 
@@ -20,7 +20,8 @@ bp = Blueprint("slo", __name__)
 def slo(org: str, svc: str) -> Response:
     """Verify the LogoutRequest, end the session, answer by the binding it came with."""
     rt = runtime()
-    provider, sp = ready(org, svc)
+    state = browser_state()
+    provider, sp = ready(org, svc, state.version)
     if request.method == "GET":
         message = saml.decode_redirect(request.query_string)
     else:
@@ -30,9 +31,9 @@ def slo(org: str, svc: str) -> Response:
         message, sp, provider.endpoints, now=now, clock_skew=rt.settings.clock_skew
     )
     replay_ttl = 2 * rt.settings.clock_skew + 60
-    if not rt.store.first_use("logout:" + provider.service_id, logout.id, replay_ttl):
+    if not rt.store.first_use(f"logout:{org}/{svc}\0{logout.id}", replay_ttl):
         raise Refused(400, "replay", "This sign-out request was already used.")
-    session = _session_to_end(provider.service_id, logout)
+    session = state.session or _session_by_index(provider.service_id, logout)
     if session is not None:
         rt.store.end_session(session)
     key = provider.signing_key(rt)
@@ -59,15 +60,9 @@ def slo(org: str, svc: str) -> Response:
     return response
 
 
-def _session_to_end(service_id: str, logout: saml.LogoutRequest) -> IdpSession | None:
-    """This browser's session, or the one that issued the request's SessionIndex to this SP.
-
-    A session found by SessionIndex (no cookie, e.g. a cross-site POST) is ended only when
-    it told this SP the same NameID.
-    """
-    session = browser.current_session()
-    if session is not None:
-        return session
+def _session_by_index(service_id: str, logout: saml.LogoutRequest) -> IdpSession | None:
+    """Without the cookie (e.g. a cross-site POST): the session that gave this SP the
+    request's SessionIndex, if it told the SP the same NameID."""
     store = runtime().store
     for index in logout.session_indexes:
         found = store.session_for_index(index)

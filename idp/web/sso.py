@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from datetime import UTC, datetime
@@ -15,13 +14,12 @@ from idp.providers import Provider
 from idp.runtime import runtime
 from idp.saml.bindings import check_relay_state
 from idp.saml.constants import NAMEID_PERSISTENT, NAMEID_TRANSIENT
-from idp.sessions import IdpSession, SpLogin
+from idp.sessions import IdpSession, SpLogin, SsoState
 from idp.web import browser
 from idp.web.pages import Refused, post_form
 
 bp = Blueprint("sso", __name__)
 
-SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 Member = tuple[IdpSession, saml.UserInfo]
 
 
@@ -29,20 +27,26 @@ Member = tuple[IdpSession, saml.UserInfo]
 def sso(org: str, svc: str) -> Response:
     """Receive an AuthnRequest by HTTP-Redirect or HTTP-POST and answer it."""
     rt = runtime()
-    provider, sp = ready(org, svc)
     if request.method == "GET":
         message = saml.decode_redirect(request.query_string)
     else:
         message = saml.decode_post(request.form)
-    authn = saml.parse_authn_request(
-        message, sp, provider.endpoints, now=datetime.now(UTC), clock_skew=rt.settings.clock_skew
-    )
+    read = saml.read_authn(message)
     replay_ttl = 2 * rt.settings.clock_skew + 60
-    if not rt.store.first_use("authn:" + provider.service_id, authn.id, replay_ttl):
+    state = rt.store.sso_state(
+        request.cookies.get(browser.SESSION_COOKIE),
+        f"authn:{org}/{svc}\0{read.request.id}",
+        replay_ttl,
+    )
+    provider, sp = ready(org, svc, state.version)
+    authn = saml.check_authn(
+        read, sp, provider.endpoints, now=datetime.now(UTC), clock_skew=rt.settings.clock_skew
+    )
+    if not state.first_use:
         raise Refused(
             400, "replay", "This sign-in request was already used. Start again at the application."
         )
-    member = _member(provider)
+    member = _member(provider, state)
     error = saml.sso_error(authn, sp, has_session=member is not None)
     if error is not None:
         return _error_answer(provider, error, authn.id, message.relay_state)
@@ -54,9 +58,10 @@ def sso(org: str, svc: str) -> Response:
 @bp.get("/saml/<org>/<svc>/init")
 def init(org: str, svc: str) -> Response:
     """IdP-initiated (unsolicited) SSO to the configured ACS."""
-    provider, _ = ready(org, svc)
     relay_state = check_relay_state(request.args.get("RelayState"))
-    member = _member(provider)
+    state = browser_state()
+    provider, _ = ready(org, svc, state.version)
+    member = _member(provider, state)
     if member is None:
         return _to_login(provider, None, relay_state, force=False)
     return _answer(provider, member, None, relay_state)
@@ -72,19 +77,23 @@ def resume(org: str, svc: str) -> Response:
             "pending_expired",
             "This sign-in took too long or was already completed. Start again at the application.",
         )
-    provider, _ = ready(org, svc)
+    state = browser_state()
+    provider, _ = ready(org, svc, state.version)
     request_id, relay_state = pending["request_id"], pending["relay_state"]
-    member = _member(provider)
+    member = _member(provider, state)
     if member is None or (pending["force_authn"] and member[0].authn_instant < pending["created"]):
         return _to_login(provider, request_id, relay_state, force=pending["force_authn"])
     return _answer(provider, member, request_id, relay_state)
 
 
-def ready(org: str, svc: str) -> tuple[Provider, saml.SpConfig]:
+def browser_state() -> SsoState:
+    """The browser's session and the change counter, in one round trip."""
+    return runtime().store.sso_state(request.cookies.get(browser.SESSION_COOKIE), None, 0)
+
+
+def ready(org: str, svc: str, version: int) -> tuple[Provider, saml.SpConfig]:
     """The service's IdP if it can answer: 404 unknown, 403 disabled or without a key."""
-    provider = None
-    if SLUG.match(org) and SLUG.match(svc):
-        provider = providers.find(runtime(), org, svc)
+    provider = providers.find(runtime(), org, svc, version)
     if provider is None:
         raise Refused(404, "unknown_service", f"There is no service '{svc}' in '{org}'.")
     if provider.sp is None or not provider.enabled:
@@ -101,14 +110,12 @@ def ready(org: str, svc: str) -> tuple[Provider, saml.SpConfig]:
     return provider, provider.sp
 
 
-def _member(provider: Provider) -> Member | None:
+def _member(provider: Provider, state: SsoState) -> Member | None:
     """The browser's session and its user, if the user is a member of the organization."""
-    rt = runtime()
-    session = browser.current_session()
-    if session is None:
+    if state.session is None:
         return None
-    user = providers.user_info(rt, provider, session.user_id)
-    return None if user is None else (session, user)
+    user = providers.user_info(runtime(), provider, state.session.user_id, state.version)
+    return None if user is None else (state.session, user)
 
 
 def _to_login(
@@ -159,7 +166,16 @@ def _answer(
     sp = provider.sp
     assert sp is not None
     login = _sp_login(provider, session, user)
-    rt.store.save_session(session)
+    event = audit.queued(
+        audit.IDP,
+        "sso.success",
+        "sso",
+        organization_id=provider.org_id,
+        service_id=provider.service_id,
+        user_id=user.id,
+        after={"sp": sp.entity_id, "initiated": "sp" if request_id else "idp"},
+    )
+    backlog = rt.store.save_session(session, event)
     started = time.perf_counter()
     message = saml.sso_response(
         sp=sp,
@@ -175,8 +191,8 @@ def _answer(
         assertion_ttl=rt.settings.assertion_ttl,
     )
     SIGNING_SECONDS.observe(time.perf_counter() - started)
-    _record(provider, user.id, "sp" if request_id else "idp")
     SSO_REQUESTS.labels("success", "").inc()
+    audit.flush_when_due(rt, backlog)
     return post_form(sp.acs_url, "SAMLResponse", message, relay_state)
 
 
@@ -210,20 +226,3 @@ def _name_id(provider: Provider, login: SpLogin) -> saml.NameId:
             login.name_id, login.name_id_format, provider.endpoints.entity_id, login.entity_id
         )
     return saml.NameId(login.name_id, login.name_id_format)
-
-
-def _record(provider: Provider, user_id: str, initiated: str) -> None:
-    """An sso.success event: what the analytics route counts."""
-    assert provider.sp is not None
-    with runtime().db.write() as session:
-        audit.record(
-            session,
-            audit.IDP,
-            "sso.success",
-            "sso",
-            None,
-            organization_id=provider.org_id,
-            service_id=provider.service_id,
-            user_id=user_id,
-            after={"sp": provider.sp.entity_id, "initiated": initiated},
-        )
