@@ -2,32 +2,81 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
 import tempfile
 
+from idp import logs
 from idp.settings import Settings, SettingsError, load_settings
 from idp.store.db import Database
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# gunicorn's own lines (start, worker boots and exits) as JSON, like the app's.
+LOGCONFIG = {
+    "formatters": {"json": {"()": "idp.logs.JsonFormatter"}},
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "root": {"level": "INFO", "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+        "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+    },
+}
+
+log = logging.getLogger(__name__)
 
 
 def before_serving(settings: Settings | None = None) -> Settings:
-    """Check the settings, migrate the schema, and prepare shared metric files.
+    """Check the settings, prepare shared metric files, migrate, and apply IDP_PROVISION_DIR.
 
-    Exits with one line when a setting is missing or malformed.
+    Exits with one line when a setting is missing or malformed. Runs before any worker
+    exists, so the metrics directory is set before anything imports prometheus_client.
     """
+    logs.configure()
     try:
         settings = settings or load_settings()
     except SettingsError as exc:
         print(f"idp: {exc}", file=sys.stderr)
         sys.exit(2)
-    db = Database(settings.database_url)
-    db.migrate()
-    db.dispose()
     _prepare_metrics_dir()
+    db = Database(settings.database_url)
+    try:
+        db.migrate()
+        if settings.provision_dir is not None:
+            _provision(db, settings)
+    finally:
+        db.dispose()
     return settings
+
+
+def _provision(db: Database, settings: Settings) -> None:
+    """Apply the declarative service files; a bad file is logged and the others still apply."""
+    from idp import provision
+
+    directory = settings.provision_dir
+    assert directory is not None
+    if not directory.is_dir():
+        print(f"idp: IDP_PROVISION_DIR {directory} is not a directory", file=sys.stderr)
+        sys.exit(2)
+    report = provision.run(db, settings, directory)
+    for line in report.changes:
+        log.info("provisioned %s", line)
+    for line in report.errors:
+        log.error("provisioning refused %s", line)
+    log.info(
+        "provisioning: %d file(s) in %s, %d change(s), %d error(s)",
+        report.files,
+        directory,
+        len(report.changes),
+        len(report.errors),
+    )
 
 
 def _prepare_metrics_dir() -> None:

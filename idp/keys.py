@@ -15,7 +15,7 @@ import binascii
 import secrets
 import threading
 from collections import OrderedDict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from cryptography import x509
@@ -25,12 +25,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from idp.saml.signing import SigningKey
 from idp.settings import Settings
-from idp.store.models import SamlCertificate, Service, new_id, utcnow
+from idp.store.models import Organization, SamlCertificate, Service, new_id, utcnow
 
 FORMAT = "v1"
 NONCE_BYTES = 12
@@ -189,6 +189,18 @@ def signing_key(certificate: StoredCertificate, settings: Settings) -> SigningKe
         while len(_signing_keys) > SIGNING_KEY_CACHE_SIZE:
             _signing_keys.popitem(last=False)
     return key
+
+
+def active_certificate_expiry(session: Session) -> list[tuple[str, str, datetime]]:
+    """(organization slug, service slug, valid_until) of every active signing certificate."""
+    query = (
+        select(Organization.slug, Service.slug, SamlCertificate.valid_until)
+        .join(Service, Service.id == SamlCertificate.service_id)
+        .join(Organization, Organization.id == Service.organization_id)
+        .where(SamlCertificate.is_active)
+        .order_by(SamlCertificate.valid_until)
+    )
+    return [(org, svc, valid_until) for org, svc, valid_until in session.execute(query)]
 
 
 def fingerprint(certificate_pem: str) -> str:

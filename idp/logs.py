@@ -20,6 +20,8 @@ access_log = logging.getLogger("idp.access")
 class JsonFormatter(logging.Formatter):
     """Render a record as one JSON object; request fields come from ``extra={"fields": ...}``."""
 
+    converter = time.gmtime  # type: ignore[assignment]  # UTC: the timestamps end in Z
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
@@ -40,7 +42,6 @@ def configure() -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    handler.formatter.converter = time.gmtime  # type: ignore[union-attr]
     root.handlers = [handler]
     root.setLevel(logging.INFO)
 

@@ -22,11 +22,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import select
 
+from idp import keys
 from idp.hooks import MULTIPROC_ENV
 from idp.runtime import Runtime
-from idp.store.models import Organization, SamlCertificate, Service
 
 SSO_REQUESTS = Counter(
     "idp_sso_requests_total",
@@ -69,14 +68,8 @@ class StateCollector(Collector):
             labels=["org", "service"],
         )
         now = datetime.now(UTC)
-        query = (
-            select(Organization.slug, Service.slug, SamlCertificate.valid_until)
-            .join(Service, Service.id == SamlCertificate.service_id)
-            .join(Organization, Organization.id == Service.organization_id)
-            .where(SamlCertificate.is_active)
-        )
         with self.rt.db.read() as session:
-            for org, svc, valid_until in session.execute(query):
+            for org, svc, valid_until in keys.active_certificate_expiry(session):
                 expiry.add_metric([org, svc], (valid_until - now).total_seconds() / 86400)
         yield expiry
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from idp.hooks import worker_exited
+from idp.hooks import LOGCONFIG, worker_exited
 from idp.settings import Settings
 
 
@@ -38,6 +38,8 @@ def run(settings: Settings, bind: str, workers: int) -> None:
             "timeout": 30,
             "graceful_timeout": 10,
             "accesslog": None,
+            "logconfig_dict": LOGCONFIG,
+            "forwarded_allow_ips": "",  # the app's ProxyFix alone trusts forwarded headers
             "control_socket_disable": True,
             "child_exit": lambda _server, worker: worker_exited(worker.pid),
         },

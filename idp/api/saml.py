@@ -24,7 +24,7 @@ from idp.api.shapes import TIMESTAMP, iso
 from idp.runtime import runtime
 from idp.saml.attributes import USER_FIELDS
 from idp.saml.constants import NAMEID_FORMATS
-from idp.store.models import SamlCertificate, SamlConfig, Service
+from idp.store.models import Organization, SamlCertificate, SamlConfig, Service
 
 bp = Blueprint("saml", __name__)
 
@@ -163,7 +163,7 @@ def certificate_json(cert: SamlCertificate) -> dict[str, Any]:
     }
 
 
-def _active_certificate(session: Session, service_id: str) -> SamlCertificate | None:
+def active_certificate(session: Session, service_id: str) -> SamlCertificate | None:
     return session.scalar(
         select(SamlCertificate).where(
             SamlCertificate.service_id == service_id, SamlCertificate.is_active
@@ -171,12 +171,110 @@ def _active_certificate(session: Session, service_id: str) -> SamlCertificate | 
     )
 
 
-def _locked_config(session: Session, service: Service) -> SamlConfig | None:
+def locked_config(session: Session, service: Service) -> SamlConfig | None:
     """Take the service's SAML write lock and read its config (None when not configured)."""
     session.execute(
         select(Service.id).where(Service.id == service.id).with_for_update(key_share=True)
     )
     return session.get(SamlConfig, service.id)
+
+
+def desired_settings(payload: dict[str, Any]) -> dict[str, Any]:
+    """What a validated ConfigureSaml body stores: defaults filled in, the SP certificate canonical.
+
+    Shaped like ``config_json``, so the two compare equal when nothing would change.
+    """
+    settings = {name: payload.get(name) for name in SETTINGS}
+    settings["want_authn_requests_signed"] = payload.get("want_authn_requests_signed", False)
+    if settings["sp_certificate"] is not None:
+        settings["sp_certificate"] = _canonical_pem(settings["sp_certificate"])
+    return settings
+
+
+def write_config(
+    session: Session,
+    actor: audit.Actor,
+    organization: Organization,
+    service: Service,
+    settings: dict[str, Any],
+) -> None:
+    """Take the service's SAML write lock, store the settings, and record saml.configure."""
+    config = locked_config(session, service)
+    before = None if config is None else config_json(config)
+    if config is None:
+        config = SamlConfig(service_id=service.id)
+        session.add(config)
+    for name, value in settings.items():
+        setattr(config, name, value)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "saml.configure",
+        "saml_config",
+        service.id,
+        organization_id=organization.id,
+        service_id=service.id,
+        before=before,
+        after=config_json(config),
+    )
+
+
+def remove_config(
+    session: Session, actor: audit.Actor, organization: Organization, service: Service
+) -> bool:
+    """Delete the SAML configuration (certificates deactivated) and record saml.delete.
+
+    False when the service had none. Takes the service's SAML write lock.
+    """
+    config = locked_config(session, service)
+    if config is None:
+        return False
+    before = config_json(config)
+    retired = keys.deactivate_certificates(session, service.id)
+    session.delete(config)
+    audit.record(
+        session,
+        actor,
+        "saml.delete",
+        "saml_config",
+        service.id,
+        organization_id=organization.id,
+        service_id=service.id,
+        before=before,
+        after={"deactivated_certificates": retired},
+    )
+    return True
+
+
+def store_certificate(
+    session: Session,
+    actor: audit.Actor,
+    organization: Organization,
+    service: Service,
+    certificate: SamlCertificate,
+) -> None:
+    """Make a new certificate the active one and record saml.certificate.generate.
+
+    Call it holding the service's SAML write lock (``locked_config``).
+    """
+    retired = keys.activate_certificate(session, certificate)
+    audit.record(
+        session,
+        actor,
+        "saml.certificate.generate",
+        "saml_certificate",
+        certificate.id,
+        organization_id=organization.id,
+        service_id=service.id,
+        before={"deactivated_certificates": retired},
+        after={
+            "id": certificate.id,
+            "sha256_fingerprint": keys.fingerprint(certificate.certificate_pem),
+            "valid_from": iso(certificate.valid_from),
+            "valid_until": iso(certificate.valid_until),
+        },
+    )
 
 
 def _canonical_pem(pem: str) -> str:
@@ -199,31 +297,10 @@ def _not_configured(svc: str) -> ApiError:
 )
 def configure(org: str, svc: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Replace the whole configuration; omitted optional fields go back to their defaults."""
-    settings = {name: payload.get(name) for name in SETTINGS}
-    settings["want_authn_requests_signed"] = payload.get("want_authn_requests_signed", False)
-    if settings["sp_certificate"] is not None:
-        settings["sp_certificate"] = _canonical_pem(settings["sp_certificate"])
+    settings = desired_settings(payload)
     with runtime().db.write() as session:
         organization, service = access.service(session, org, svc, Need.MANAGE, "write:service")
-        config = _locked_config(session, service)
-        before = None if config is None else config_json(config)
-        if config is None:
-            config = SamlConfig(service_id=service.id)
-            session.add(config)
-        for name, value in settings.items():
-            setattr(config, name, value)
-        session.flush()
-        audit.record(
-            session,
-            access.actor(),
-            "saml.configure",
-            "saml_config",
-            service.id,
-            organization_id=organization.id,
-            service_id=service.id,
-            before=before,
-            after=config_json(config),
-        )
+        write_config(session, access.actor(), organization, service, settings)
     runtime().store.announce_change(f"{org}/{svc}")
     return {"message": "SAML configuration updated successfully"}
 
@@ -242,7 +319,7 @@ def get_config(org: str, svc: str) -> dict[str, Any]:
         config = session.get(SamlConfig, service.id)
         if config is None:
             raise _not_configured(svc)
-        has_certificate = _active_certificate(session, service.id) is not None
+        has_certificate = active_certificate(session, service.id) is not None
         return {**config_json(config), "has_certificate": has_certificate}
 
 
@@ -257,23 +334,8 @@ def delete_config(org: str, svc: str) -> dict[str, Any]:
     """The configuration row goes; the certificates stay, inactive, for the record."""
     with runtime().db.write() as session:
         organization, service = access.service(session, org, svc, Need.MANAGE, "write:service")
-        config = _locked_config(session, service)
-        if config is None:
+        if not remove_config(session, access.actor(), organization, service):
             raise _not_configured(svc)
-        before = config_json(config)
-        retired = keys.deactivate_certificates(session, service.id)
-        session.delete(config)
-        audit.record(
-            session,
-            access.actor(),
-            "saml.delete",
-            "saml_config",
-            service.id,
-            organization_id=organization.id,
-            service_id=service.id,
-            before=before,
-            after={"deactivated_certificates": retired},
-        )
     runtime().store.announce_change(f"{org}/{svc}")
     return {"message": "SAML configuration deleted successfully"}
 
@@ -296,25 +358,9 @@ def generate_certificate(org: str, svc: str) -> tuple[dict[str, Any], int]:
     certificate = keys.new_certificate(rt.settings, organization.slug, service)
     with rt.db.write() as session:
         organization, service = access.service(session, org, svc, Need.MANAGE, "write:service")
-        if _locked_config(session, service) is None:
+        if locked_config(session, service) is None:
             raise _cannot_generate(svc)
-        retired = keys.activate_certificate(session, certificate)
-        audit.record(
-            session,
-            access.actor(),
-            "saml.certificate.generate",
-            "saml_certificate",
-            certificate.id,
-            organization_id=organization.id,
-            service_id=service.id,
-            before={"deactivated_certificates": retired},
-            after={
-                "id": certificate.id,
-                "sha256_fingerprint": keys.fingerprint(certificate.certificate_pem),
-                "valid_from": iso(certificate.valid_from),
-                "valid_until": iso(certificate.valid_until),
-            },
-        )
+        store_certificate(session, access.actor(), organization, service, certificate)
     rt.store.announce_change(f"{org}/{svc}")
     return certificate_json(certificate), 201
 
@@ -330,7 +376,7 @@ def get_certificate(org: str, svc: str) -> dict[str, Any]:
     """404 when no certificate is active."""
     with runtime().db.read() as session:
         _, service = access.service(session, org, svc, Need.READ, "read:service")
-        cert = _active_certificate(session, service.id)
+        cert = active_certificate(session, service.id)
         if cert is None:
             raise not_found(f"Service '{svc}' has no active SAML signing certificate")
         return certificate_json(cert)

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from idp import audit
 from idp.api import access
@@ -181,6 +182,100 @@ def _apply(svc: Service, payload: dict[str, Any]) -> None:
             setattr(svc, name, payload[name])
 
 
+def add_service(
+    session: Session,
+    actor: audit.Actor,
+    organization: Organization,
+    payload: dict[str, Any],
+    max_services: int,
+) -> Service:
+    """Create a service from a validated CreateService body and record service.create.
+
+    Slug taken → 409 conflict; limit used up → 409 limit_reached. The organization row stays
+    locked until commit (SELECT ... FOR UPDATE on PostgreSQL; SQLite takes its write lock at
+    BEGIN), so racing creates cannot exceed the limit.
+    """
+    session.execute(
+        select(Organization.id).where(Organization.id == organization.id).with_for_update()
+    )
+    slugs = set(
+        session.scalars(select(Service.slug).where(Service.organization_id == organization.id))
+    )
+    if payload["slug"] in slugs:
+        raise conflict(
+            f"Service slug '{payload['slug']}' is already taken in '{organization.slug}'"
+        )
+    if len(slugs) >= max_services:
+        raise limit_reached(
+            f"Organization '{organization.slug}' already has the maximum of {max_services} "
+            "services"
+        )
+    now = utcnow()
+    svc = Service(
+        organization_id=organization.id,
+        slug=payload["slug"],
+        service_type=payload["service_type"],
+        client_id=secrets.token_hex(16),
+        created_at=now,
+        updated_at=now,
+    )
+    _apply(svc, payload)
+    session.add(svc)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "service.create",
+        "service",
+        svc.id,
+        organization_id=organization.id,
+        service_id=svc.id,
+        after=_audit_json(svc),
+    )
+    return svc
+
+
+def update_fields(
+    session: Session,
+    actor: audit.Actor,
+    organization: Organization,
+    service: Service,
+    payload: dict[str, Any],
+) -> None:
+    """Change the editable fields present in the payload and record service.update."""
+    before = _audit_json(service)
+    _apply(service, payload)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "service.update",
+        "service",
+        service.id,
+        organization_id=organization.id,
+        service_id=service.id,
+        before=before,
+        after=_audit_json(service),
+    )
+
+
+def remove_service(
+    session: Session, actor: audit.Actor, organization: Organization, service: Service
+) -> None:
+    """Delete a service (the database cascades to what it owns) and record service.delete."""
+    audit.record(
+        session,
+        actor,
+        "service.delete",
+        "service",
+        service.id,
+        organization_id=organization.id,
+        service_id=service.id,
+        before=_audit_json(service),
+    )
+    session.delete(service)
+
+
 @operation(
     bp,
     "POST",
@@ -191,47 +286,11 @@ def _apply(svc: Service, payload: dict[str, Any]) -> None:
     response=ref("CreateServiceResponse"),
 )
 def create_service(org: str, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """Slug taken → 409 conflict; limit used up → 409 limit_reached.
-
-    The organization row stays locked until commit (SELECT ... FOR UPDATE on PostgreSQL;
-    SQLite takes its write lock at BEGIN), so racing creates cannot exceed the limit.
-    """
-    max_services = runtime().settings.max_services
+    """Slug taken → 409 conflict; limit used up → 409 limit_reached."""
     with runtime().db.write() as session:
         organization = access.organization(session, org, Need.MANAGE)
-        session.execute(
-            select(Organization.id).where(Organization.id == organization.id).with_for_update()
-        )
-        slugs = set(
-            session.scalars(select(Service.slug).where(Service.organization_id == organization.id))
-        )
-        if payload["slug"] in slugs:
-            raise conflict(f"Service slug '{payload['slug']}' is already taken in '{org}'")
-        if len(slugs) >= max_services:
-            raise limit_reached(
-                f"Organization '{org}' already has the maximum of {max_services} services"
-            )
-        now = utcnow()
-        svc = Service(
-            organization_id=organization.id,
-            slug=payload["slug"],
-            service_type=payload["service_type"],
-            client_id=secrets.token_hex(16),
-            created_at=now,
-            updated_at=now,
-        )
-        _apply(svc, payload)
-        session.add(svc)
-        session.flush()
-        audit.record(
-            session,
-            access.actor(),
-            "service.create",
-            "service",
-            svc.id,
-            organization_id=organization.id,
-            service_id=svc.id,
-            after=_audit_json(svc),
+        svc = add_service(
+            session, access.actor(), organization, payload, runtime().settings.max_services
         )
     return {"service": service_json(svc), "client_id": svc.client_id}, 201
 
@@ -289,20 +348,7 @@ def update_service(org: str, svc: str, payload: dict[str, Any]) -> dict[str, Any
     """Only the fields present in the body change."""
     with runtime().db.write() as session:
         organization, service = access.service(session, org, svc, Need.MANAGE, "write:service")
-        before = _audit_json(service)
-        _apply(service, payload)
-        session.flush()
-        audit.record(
-            session,
-            access.actor(),
-            "service.update",
-            "service",
-            service.id,
-            organization_id=organization.id,
-            service_id=service.id,
-            before=before,
-            after=_audit_json(service),
-        )
+        update_fields(session, access.actor(), organization, service, payload)
     runtime().store.announce_change(f"{org}/{svc}")
     return service_json(service)
 
@@ -318,16 +364,6 @@ def delete_service(org: str, svc: str) -> tuple[str, int]:
     """The database cascades the delete; every worker drops its cached SAML setup."""
     with runtime().db.write() as session:
         organization, service = access.service(session, org, svc, Need.OWN)
-        audit.record(
-            session,
-            access.actor(),
-            "service.delete",
-            "service",
-            service.id,
-            organization_id=organization.id,
-            service_id=service.id,
-            before=_audit_json(service),
-        )
-        session.delete(service)
+        remove_service(session, access.actor(), organization, service)
     runtime().store.announce_change(f"{org}/{svc}")
     return "", 204

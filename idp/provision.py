@@ -1,0 +1,377 @@
+"""Declarative services: TOML files describing organizations, services and their SAML setup.
+
+One file describes one organization and any number of its services (see docs/provisioning.md):
+
+    [organization]            slug, name                      (the API's CreateOrganization)
+    [[services]]              slug, name, service_type, ...   (the API's CreateService)
+    [services.saml]           enabled, entity_id, acs_url, ...(the API's ConfigureSaml)
+    [services.saml.attribute_mapping]
+
+Every table is checked with the admin API's own schemas, so a file is refused for exactly what
+the API would refuse, with the same reasons. A file is applied in one transaction: a bad file
+changes nothing. Only differences are written (each one audited as the provisioner), so applying
+the same files again changes nothing. A SAML service without an active signing certificate gets
+one. Nothing a file does not mention is deleted, unless ``prune``: then services of the
+declared organizations that no file declares, and SAML setups of declared services whose file
+has no ``saml`` table, are deleted. Organizations and users are never deleted.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from idp import audit, keys
+from idp.api import saml as saml_api
+from idp.api import services as services_api
+from idp.api.errors import ApiError
+from idp.api.openapi import COMPONENTS
+from idp.api.shapes import organization_json
+from idp.api.validation import validate
+from idp.sessions import Store, connect
+from idp.settings import Settings
+from idp.store.db import Database
+from idp.store.models import Organization, Service
+
+ACTOR = audit.PROVISIONER
+FILE_SCHEMA = {
+    "type": "object",
+    "required": ["organization"],
+    "additionalProperties": False,
+    "properties": {
+        "organization": {"type": "object"},
+        "services": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+Announce = Callable[[str], None]
+
+
+class FileError(Exception):
+    """A file that cannot be applied: each problem is a key of the file and a reason."""
+
+    def __init__(self, path: Path, problems: list[tuple[str, str]]) -> None:
+        super().__init__(f"{path}: {problems}")
+        self.path = path
+        self.problems = problems
+
+    def lines(self) -> list[str]:
+        """One line per problem: file, key, reason."""
+        return [
+            f"{self.path}: {key}: {reason}" if key else f"{self.path}: {reason}"
+            for key, reason in self.problems
+        ]
+
+
+@dataclass(frozen=True)
+class ServiceDecl:
+    """One ``[[services]]`` table: its key in the file, its fields, its SAML settings if any."""
+
+    key: str
+    fields: dict[str, Any]
+    saml: dict[str, Any] | None
+
+    @property
+    def slug(self) -> str:
+        """The service's slug."""
+        slug: str = self.fields["slug"]
+        return slug
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """A checked file: the organization it describes and its services."""
+
+    path: Path
+    organization: dict[str, Any]
+    services: list[ServiceDecl]
+
+    @property
+    def org(self) -> str:
+        """The organization's slug."""
+        slug: str = self.organization["slug"]
+        return slug
+
+
+@dataclass
+class Report:
+    """What a run changed (one line per change) and the errors of the files it refused."""
+
+    files: int = 0
+    changes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def _checked(
+    value: Any, schema_name: str, key: str, problems: list[tuple[str, str]]
+) -> dict[str, Any] | None:
+    """The value if it satisfies an API schema; else its problems, keyed by where in the file."""
+    schema = FILE_SCHEMA if schema_name == "file" else COMPONENTS[schema_name]
+    try:
+        return validate(value, schema)
+    except ApiError as exc:
+        for name, reason in (exc.details or {}).items():
+            where = key if name == "body" else f"{key}.{name}" if key else name
+            problems.append((where, reason))
+        return None
+
+
+def load(path: Path) -> Declaration:
+    """Read and check one file; raise FileError naming each bad key and why."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise FileError(path, [("", f"cannot be read as TOML: {exc}")]) from None
+    problems: list[tuple[str, str]] = []
+    if _checked(document, "file", "", problems) is None:
+        raise FileError(path, problems)
+    organization = _checked(
+        document["organization"], "CreateOrganization", "organization", problems
+    )
+    services: list[ServiceDecl] = []
+    seen: dict[str, str] = {}
+    for index, table in enumerate(document.get("services", [])):
+        key = f"services[{index}]"
+        table = dict(table)
+        raw_saml = table.pop("saml", None)
+        fields = _checked(table, "CreateService", key, problems)
+        saml = None
+        if raw_saml is not None:
+            saml = _checked(raw_saml, "ConfigureSaml", f"{key}.saml", problems)
+            if saml is None:
+                continue
+        if fields is None:
+            continue
+        if fields["slug"] in seen:
+            problems.append((f"{key}.slug", f"is already declared by {seen[fields['slug']]}"))
+            continue
+        seen[fields["slug"]] = key
+        settings = None if saml is None else saml_api.desired_settings(saml)
+        services.append(ServiceDecl(key, fields, settings))
+    if problems or organization is None:
+        raise FileError(path, problems)
+    organization["name"] = organization["name"].strip()  # as the API stores it
+    return Declaration(path, organization, services)
+
+
+def _organization(session: Session, decl: Declaration, changes: list[str]) -> Organization:
+    """The declared organization, created or renamed as the file says."""
+    org = session.scalar(select(Organization).where(Organization.slug == decl.org))
+    name = decl.organization["name"]
+    if org is None:
+        org = Organization(slug=decl.org, name=name)
+        session.add(org)
+        session.flush()
+        audit.record(
+            session,
+            ACTOR,
+            "organization.create",
+            "organization",
+            org.id,
+            organization_id=org.id,
+            after=organization_json(org),
+        )
+        changes.append("organization created (no members yet)")
+    elif org.name != name:
+        before = organization_json(org)
+        org.name = name
+        audit.record(
+            session,
+            ACTOR,
+            "organization.update",
+            "organization",
+            org.id,
+            organization_id=org.id,
+            before=before,
+            after=organization_json(org),
+        )
+        changes.append(f"organization renamed to '{name}'")
+    return org
+
+
+def _service(
+    session: Session, settings: Settings, org: Organization, decl: ServiceDecl, path: Path
+) -> tuple[Service, list[str]]:
+    """The declared service, created or updated as the file says; returns it and its changes."""
+    service = session.scalar(
+        select(Service).where(Service.organization_id == org.id, Service.slug == decl.slug)
+    )
+    if service is None:
+        try:
+            service = services_api.add_service(
+                session, ACTOR, org, decl.fields, settings.max_services
+            )
+        except ApiError as exc:
+            raise FileError(path, [(decl.key, exc.message)]) from None
+        return service, ["service created"]
+    if service.service_type != decl.fields["service_type"]:
+        reason = f"cannot change once the service exists (it is '{service.service_type}')"
+        raise FileError(path, [(f"{decl.key}.service_type", reason)])
+    changed = {
+        name: value
+        for name, value in decl.fields.items()
+        if name in services_api.EDITABLE_FIELDS and getattr(service, name) != value
+    }
+    if not changed:
+        return service, []
+    services_api.update_fields(session, ACTOR, org, service, changed)
+    return service, [f"service updated ({', '.join(sorted(changed))})"]
+
+
+def _saml(
+    session: Session,
+    settings: Settings,
+    org: Organization,
+    service: Service,
+    wanted: dict[str, Any],
+) -> list[str]:
+    """Bring the service's SAML setup to the declared one; make a certificate if none is active."""
+    changes = []
+    config = saml_api.locked_config(session, service)
+    if config is None or saml_api.config_json(config) != wanted:
+        saml_api.write_config(session, ACTOR, org, service, wanted)
+        changes.append("SAML configured" if config is None else "SAML configuration updated")
+    if saml_api.active_certificate(session, service.id) is None:
+        certificate = keys.new_certificate(settings, org.slug, service)
+        saml_api.store_certificate(session, ACTOR, org, service, certificate)
+        changes.append(
+            f"signing certificate created (SHA-256 {keys.fingerprint(certificate.certificate_pem)})"
+        )
+    return changes
+
+
+def apply(db: Database, settings: Settings, decl: Declaration) -> dict[str, list[str]]:
+    """Apply one checked file in one transaction; returns the changes per scope ("org/svc").
+
+    A concurrent apply of the same file (several hosts starting at once) can collide on a new
+    organization's slug: the file is then applied once more, on top of what the other one did.
+    """
+    for attempt in (1, 2):
+        try:
+            return _apply_once(db, settings, decl)
+        except IntegrityError:
+            if attempt == 2:
+                raise FileError(decl.path, [("", "collided with a concurrent change")]) from None
+    raise AssertionError("unreachable")
+
+
+def _apply_once(db: Database, settings: Settings, decl: Declaration) -> dict[str, list[str]]:
+    changes: dict[str, list[str]] = {}
+    with db.write() as session:
+        org_changes: list[str] = []
+        org = _organization(session, decl, org_changes)
+        if org_changes:
+            changes[decl.org] = org_changes
+        for service_decl in decl.services:
+            service, done = _service(session, settings, org, service_decl, decl.path)
+            if service_decl.saml is not None:
+                done += _saml(session, settings, org, service, service_decl.saml)
+            if done:
+                changes[f"{decl.org}/{service.slug}"] = done
+    return changes
+
+
+def _prune(db: Database, org_slug: str, declared: dict[str, ServiceDecl]) -> dict[str, list[str]]:
+    """Delete the organization's undeclared services, and SAML setups no file declares."""
+    changes: dict[str, list[str]] = {}
+    with db.write() as session:
+        org = session.scalar(select(Organization).where(Organization.slug == org_slug))
+        assert org is not None  # applied just before
+        query = select(Service).where(Service.organization_id == org.id).order_by(Service.slug)
+        for service in list(session.scalars(query)):
+            scope = f"{org_slug}/{service.slug}"
+            decl = declared.get(service.slug)
+            if decl is None:
+                services_api.remove_service(session, ACTOR, org, service)
+                changes[scope] = ["service deleted (pruned)"]
+            elif decl.saml is None and saml_api.remove_config(session, ACTOR, org, service):
+                changes[scope] = ["SAML configuration deleted (pruned)"]
+    return changes
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(path for path in directory.glob("*.toml") if path.is_file())
+
+
+def _declarations(paths: list[Path], report: Report) -> Iterator[Declaration]:
+    """The checked files; bad ones, and those that contradict an earlier file, go to errors."""
+    names: dict[str, tuple[str, Path]] = {}
+    owners: dict[tuple[str, str], Path] = {}
+    for path in paths:
+        try:
+            decl = load(path)
+            problems: list[tuple[str, str]] = []
+            name, first = names.setdefault(decl.org, (decl.organization["name"], path))
+            if name != decl.organization["name"]:
+                problems.append(("organization.name", f"differs from '{name}' given in {first}"))
+            for svc in decl.services:
+                owner = owners.setdefault((decl.org, svc.slug), path)
+                if owner != path:
+                    problems.append((f"{svc.key}.slug", f"is already declared in {owner}"))
+            if problems:
+                raise FileError(path, problems)
+        except FileError as exc:
+            report.errors += exc.lines()
+            continue
+        yield decl
+
+
+def provision(
+    db: Database, settings: Settings, directory: Path, announce: Announce, prune: bool = False
+) -> Report:
+    """Apply every ``*.toml`` file of a directory (each in its own transaction).
+
+    ``announce`` is called with "org" or "org/svc" after each commit that changed it, so
+    every worker reloads it. ``prune`` runs only when every file was applied.
+    """
+    paths = _files(directory)
+    report = Report(files=len(paths))
+    applied: dict[str, dict[str, ServiceDecl]] = {}
+    for decl in _declarations(paths, report):
+        try:
+            changes = apply(db, settings, decl)
+        except FileError as exc:
+            report.errors += exc.lines()
+            continue
+        applied.setdefault(decl.org, {}).update({svc.slug: svc for svc in decl.services})
+        _announce(changes, announce, report, decl.path.name)
+    if prune and report.errors:
+        report.errors.append("nothing pruned: fix the files above first")
+    elif prune:
+        for org_slug, declared in applied.items():
+            _announce(_prune(db, org_slug, declared), announce, report, "prune")
+    return report
+
+
+def _announce(
+    changes: dict[str, list[str]], announce: Announce, report: Report, source: str
+) -> None:
+    for scope, done in changes.items():
+        report.changes += [f"{source}: {scope}: {change}" for change in done]
+        announce(scope)
+
+
+def run(db: Database, settings: Settings, directory: Path, prune: bool = False) -> Report:
+    """Provision from a directory against the configured Redis (the CLI and start-up use it).
+
+    Changes are announced on IDP_REDIS_URL; with the embedded Redis they are not, and running
+    workers pick them up within their cache's maximum age.
+    """
+    client = connect(settings.redis_url) if settings.redis_url else None
+    store = None if client is None else Store(client, settings.session_ttl)
+    try:
+        return provision(db, settings, directory, store.announce_change if store else _quiet, prune)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _quiet(scope: str) -> None:
+    """No Redis to announce changes on."""
