@@ -557,11 +557,7 @@ def test_changes_are_announced_to_the_sso_caches(
     server: Server, redis_url: str, target: SamlService
 ) -> None:
     saml, org, svc = target.sso.services.saml, target.org, target.svc
-    store = Store(connect(redis_url), session_ttl=60)
-
-    def version() -> int:
-        return store.config_version(f"{org}/{svc}")
-
+    version = Store(connect(redis_url), session_ttl=60).version
     steps = [
         lambda: saml.configure(org, svc, sp_config()),
         lambda: saml.generate_certificate(org, svc),
