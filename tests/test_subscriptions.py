@@ -102,6 +102,29 @@ def test_racing_subscriptions_give_one(
         assert sorted(pool.map(create, range(8))) == [201] + [409] * 7
 
 
+def test_plan_delete_racing_subscriptions_never_drops_one(
+    server: Server, owner: Account, org: str, svc: str, plan: dict[str, Any]
+) -> None:
+    emails = [add_user(server, owner.token, org).email for _ in range(12)]
+    base = f"/organizations/{org}/services/{svc}"
+
+    def act(email: str | None) -> int:
+        if email is None:
+            return server.api("DELETE", f"{base}/plans/{plan['id']}", owner.token).status_code
+        body = {"email": email, "plan_id": plan["id"]}
+        return server.api("POST", f"{base}/subscriptions", owner.token, json=body).status_code
+
+    with ThreadPoolExecutor(len(emails) + 1) as pool:
+        deleted, *subscribed = pool.map(act, [None, *emails])
+    listed = server.api("GET", f"{base}/subscriptions", owner.token).json()["subscriptions"]
+    assert len(listed) == subscribed.count(201)
+    if deleted == 204:
+        assert subscribed.count(201) == 0
+    else:
+        assert deleted == 409 and subscribed.count(201) >= 1
+    assert set(subscribed) <= {201, 404, 409}
+
+
 def test_user_must_be_a_member_and_plan_of_the_service(
     server: Server, owner: Account, org: str, svc: str, plan: dict[str, Any]
 ) -> None:

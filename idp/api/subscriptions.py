@@ -102,7 +102,9 @@ def _member(session: Session, org: Organization, payload: dict[str, Any]) -> Use
 def create_subscription(org: str, svc: str, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """409 when the user already has an active subscription to this service.
 
-    The plan row stays locked until commit, so a racing plan delete cannot remove it.
+    The insert's foreign-key check holds the plan row until commit, so a racing plan delete
+    (which locks the plan before counting its subscriptions) either sees this subscription
+    or removes the plan first (then this insert fails: 409).
     """
     with (
         conflict_on_duplicate("This user already has an active subscription to this service"),
@@ -111,7 +113,7 @@ def create_subscription(org: str, svc: str, payload: dict[str, Any]) -> tuple[di
         organization, service = access.service(
             session, org, svc, Need.MANAGE, "write:subscriptions"
         )
-        plan = find_plan(session, service, payload["plan_id"], lock=True)
+        plan = find_plan(session, service, payload["plan_id"])
         user = _member(session, organization, payload)
         sub = Subscription(service_id=service.id, user_id=user.id, plan_id=plan.id)
         session.add(sub)
