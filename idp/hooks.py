@@ -13,7 +13,8 @@ from idp.settings import Settings, SettingsError, load_settings
 from idp.store.db import Database
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-# gunicorn's own lines (start, worker boots and exits) as JSON, like the app's.
+# gunicorn's own lines (start, worker boots and exits) as JSON, like the app's. Its access
+# log stays off: the app writes the request lines itself, without query strings.
 LOGCONFIG = {
     "formatters": {"json": {"()": "idp.logs.JsonFormatter"}},
     "handlers": {
@@ -21,12 +22,13 @@ LOGCONFIG = {
             "class": "logging.StreamHandler",
             "formatter": "json",
             "stream": "ext://sys.stderr",
-        }
+        },
+        "none": {"class": "logging.NullHandler"},
     },
     "root": {"level": "INFO", "handlers": ["stderr"]},
     "loggers": {
         "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
-        "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+        "gunicorn.access": {"level": "CRITICAL", "handlers": ["none"], "propagate": False},
     },
 }
 

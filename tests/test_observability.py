@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -71,8 +72,11 @@ def traffic(server: Server, owner: Account) -> Traffic:
     service = saml_service(server, owner.token, owner.org)
     auth = onelogin_auth(service)
     browser = Browser(server)
-    page = browser.sso(auth.login(), owner.email, WRONG_PASSWORD)
+    url = auth.login()
+    page = browser.sso(url, owner.email, WRONG_PASSWORD)
     assert page.status_code == 401 and 'name="password"' in page.text
+    pending = re.search(r'name="pending" value="([^"]+)"', page.text)
+    assert pending
     page = browser.login(page, owner.email, owner.password)
     message = posted_message(page.text)
     onelogin_accepts(service, message, auth.get_last_request_id())
@@ -92,6 +96,9 @@ def traffic(server: Server, owner: Account) -> Traffic:
             "bearer token": owner.token,
             "API key": key,
             "SAMLResponse": message.value,
+            "SAMLRequest": parse_qs(urlsplit(url).query)["SAMLRequest"][0],
+            "SAMLRequest as sent": re.findall(r"SAMLRequest=([^&]+)", url)[0],
+            "pending login token": pending.group(1),
             "session cookie": browser.session.cookies["idp_session"],
             "private key": "PRIVATE KEY",
         },
@@ -187,7 +194,8 @@ def test_every_log_line_is_json_and_requests_are_described(
     assert refused["org"] == owner.org and refused["service"] == traffic.service.svc
     assert refused["path"] == f"/saml/{owner.org}/{traffic.service.svc}/sso"  # no query string
     assert isinstance(refused["duration_ms"], float | int) and refused["request_id"]
-    assert any(line["logger"].startswith("gunicorn") for line in lines)
+    assert any(line["logger"] == "gunicorn.error" for line in lines)  # its start, as JSON
+    assert not any(line["logger"] == "gunicorn.access" for line in lines)  # query strings
 
 
 def test_no_secret_reaches_the_log(server: Server, traffic: Traffic) -> None:
@@ -230,3 +238,38 @@ def test_error_pages_show_the_request_id(server: Server, traffic: Traffic) -> No
     unknown = requests.get(f"{server.url}/no/such/page", timeout=10)
     assert unknown.status_code == 404
     assert unknown.headers[ID_HEADER] in unknown.text
+
+
+# -- forwarded headers ------------------------------------------------------------------------
+
+
+def remote_of(server: Server, request_id: str) -> str:
+    """The client address the server logged for a request."""
+    line = next(line for line in log_lines(server) if line.get("request_id") == request_id)
+    remote: str = line["remote"]
+    return remote
+
+
+def forwarded(server: Server, request_id: str) -> None:
+    headers = {
+        ID_HEADER: request_id,
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Forwarded-Proto": "https",
+    }
+    assert requests.get(f"{server.url}/healthz", headers=headers, timeout=10).ok
+
+
+def test_forwarded_headers_count_only_behind_trusted_proxies(
+    server: Server, tmp_path: Path
+) -> None:
+    forwarded(server, "untrusted-0001")
+    assert remote_of(server, "untrusted-0001") == "127.0.0.1"
+    port = free_port()
+    env = {**server.env, "IDP_BASE_URL": f"http://127.0.0.1:{port}", "IDP_TRUSTED_PROXIES": "1"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR")
+    behind = start_server(env, port, tmp_path / "behind.log")
+    try:
+        forwarded(behind, "trusted-00001")
+        assert remote_of(behind, "trusted-00001") == "203.0.113.7"
+    finally:
+        stop_server(behind)
