@@ -208,7 +208,9 @@ def add_member(org: str, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
             organization_id=organization.id,
             after=member_json(member),
         )
-        return member_json(member), 201
+        response = member_json(member)
+    runtime().store.announce_change(org)
+    return response, 201
 
 
 @operation(
@@ -277,7 +279,9 @@ def create_user(org: str, payload: dict[str, Any]) -> tuple[dict[str, Any], int]
             organization_id=organization.id,
             after=org_user_json(member),
         )
-        return org_user_json(member), 201
+        response = org_user_json(member)
+    rt.store.announce_change(org)
+    return response, 201
 
 
 @operation(

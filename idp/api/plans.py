@@ -226,7 +226,9 @@ def update_plan(org: str, svc: str, plan_id: str, payload: dict[str, Any]) -> di
             before=before,
             after=plan_json(plan),
         )
-        return _plan_response(session, plan)
+        response = _plan_response(session, plan)
+    runtime().store.announce_change(f"{org}/{svc}")
+    return response
 
 
 @operation(

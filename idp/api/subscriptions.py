@@ -129,6 +129,7 @@ def create_subscription(org: str, svc: str, payload: dict[str, Any]) -> tuple[di
             user_id=user.id,
             after=subscription_json(sub),
         )
+    runtime().store.announce_change(f"{org}/{svc}")
     return subscription_json(sub), 201
 
 
@@ -186,4 +187,5 @@ def cancel_subscription(org: str, svc: str, subscription_id: str) -> tuple[str, 
                 before=before,
                 after=subscription_json(sub),
             )
+    runtime().store.announce_change(f"{org}/{svc}")
     return "", 204
