@@ -254,11 +254,11 @@ class SamlCertificate(Base):
 
 
 class Event(Base):
-    """The audit trail: admin changes, logins and SSO outcomes, newest by highest id."""
+    """The audit trail: admin changes, logins and SSO outcomes (read newest created_at first)."""
 
     __tablename__ = "events"
     __table_args__ = (
-        Index("ix_events_org", "organization_id", "id"),
+        Index("ix_events_org", "organization_id", "created_at", "id"),
         Index("ix_events_service_action", "service_id", "action", "created_at"),
     )
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 07:51:09.138474
+Create Date: 2026-11-29 08:03:41.180290
 """
 
 import sqlalchemy as sa
@@ -34,7 +34,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.create_index("ix_events_org", ["organization_id", "id"], unique=False)
+        batch_op.create_index(
+            "ix_events_org", ["organization_id", "created_at", "id"], unique=False
+        )
         batch_op.create_index(
             "ix_events_service_action", ["service_id", "action", "created_at"], unique=False
         )
