@@ -70,6 +70,10 @@ class FileError(Exception):
         ]
 
 
+class Collision(Exception):
+    """A concurrent apply created what this one was about to create."""
+
+
 @dataclass(frozen=True)
 class ServiceDecl:
     """One ``[[services]]`` table: its key in the file, its fields, its SAML settings if any."""
@@ -209,6 +213,8 @@ def _service(
                 session, ACTOR, org, decl.fields, settings.max_services
             )
         except ApiError as exc:
+            if exc.code == "conflict":  # created meanwhile by a concurrent apply
+                raise Collision from None
             raise FileError(path, [(decl.key, exc.message)]) from None
         return service, ["service created"]
     if service.service_type != decl.fields["service_type"]:
@@ -251,12 +257,13 @@ def apply(db: Database, settings: Settings, decl: Declaration) -> dict[str, list
     """Apply one checked file in one transaction; returns the changes per scope ("org/svc").
 
     A concurrent apply of the same file (several hosts starting at once) can collide on a new
-    organization's slug: the file is then applied once more, on top of what the other one did.
+    organization's or service's slug: the file is then applied once more, on top of what the
+    other one did.
     """
     for attempt in (1, 2):
         try:
             return _apply_once(db, settings, decl)
-        except IntegrityError:
+        except (IntegrityError, Collision):
             if attempt == 2:
                 raise FileError(decl.path, [("", "collided with a concurrent change")]) from None
     raise AssertionError("unreachable")

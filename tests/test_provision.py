@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,39 @@ def test_a_service_made_through_the_api_is_taken_over_not_duplicated(
     services = get(server, owner, f"/organizations/{org}/services")["services"]
     assert [s["slug"] for s in services] == [svc]
     assert get(server, owner, f"/organizations/{org}/services/{svc}/saml")["has_certificate"]
+
+
+def test_concurrent_applies_create_everything_once(server: Server, workdir: Path) -> None:
+    org = unique_slug("race")
+    write(workdir, "org.toml", org, service_table("a"))
+    assert provision(server, workdir).returncode == 0
+    new = "bcdefgh"  # a long transaction: the runs overlap; "a" is left out to lock nothing
+    write(workdir, "org.toml", org, *(service_table(svc) for svc in new))
+    command = [sys.executable, "-m", "idp", "provision", str(workdir)]
+    runs = [
+        subprocess.Popen(
+            command, env=server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], outputs
+    created = "".join(out for out, _ in outputs)
+    for svc in new:
+        assert created.count(f"{org}/{svc}: service created") == 1
+        assert created.count(f"{org}/{svc}: signing certificate created") == 1
+    with storage(server) as session:
+        services = session.scalars(
+            select(Service.slug).join(Organization).where(Organization.slug == org)
+        ).all()
+        active = session.scalars(
+            select(SamlCertificate.service_id)
+            .join(Service)
+            .join(Organization)
+            .where(Organization.slug == org, SamlCertificate.is_active)
+        ).all()
+    assert sorted(services) == list("a" + new)
+    assert len(active) == len(set(active)) == 8
 
 
 # -- refused files -------------------------------------------------------------------------
