@@ -207,8 +207,7 @@ def add_service(
         )
     if len(slugs) >= max_services:
         raise limit_reached(
-            f"Organization '{organization.slug}' already has the maximum of {max_services} "
-            "services"
+            f"Organization '{organization.slug}' already has the maximum of {max_services} services"
         )
     now = utcnow()
     svc = Service(
