@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 import requests
-from admin_helpers import client, new_key, new_plan, new_service, storage
+from admin_helpers import client, new_key, new_plan, new_service, service_payload, storage
 from conftest import OWNER_PASSWORD, Account, Server, add_user, unique_slug
+from jsonschema import Draft202012Validator
 from sqlalchemy import select
 from sso_helpers import Browser, onelogin_accepts, onelogin_auth, posted_message, saml_service
 
@@ -350,6 +351,24 @@ def test_newest_first_with_limit_offset_and_total(server: Server, caller: Caller
     assert ok(trail(server, caller.token, org, offset=10))["audit_events"] == []
     ids = [e["id"] for e in ok(trail(server, caller.token, org))["audit_events"]]
     assert ids == sorted(ids, reverse=True)
+
+
+def test_the_answer_matches_the_openapi_document(server: Server, caller: Caller, org: str) -> None:
+    client(server, caller.account).services.create(org, service_payload())
+    doc = requests.get(f"{server.url}/api/openapi.json", timeout=10).json()
+    operation = doc["paths"]["/api/organizations/{org}/audit-events"]["get"]
+    assert {p["name"] for p in operation["parameters"] if p["in"] == "query"} == {
+        "limit",
+        "offset",
+    }
+    schema = {**operation["responses"]["200"]["content"]["application/json"]["schema"]}
+    validator = Draft202012Validator(
+        {**schema, "components": doc["components"]},
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+    )
+    body = ok(trail(server, caller.token, org))
+    assert len(body["audit_events"]) == 2
+    assert not [error.message for error in validator.iter_errors(body)]
 
 
 @pytest.mark.parametrize(

@@ -533,3 +533,18 @@ def test_start_up_applies_the_directory_before_serving(started_with: Any, workdi
         for line in refused
     )
     assert not org_exists(other, broken)
+
+
+def test_start_up_stops_when_the_directory_is_missing(server: Server, tmp_path: Path) -> None:
+    port = free_port()
+    env = {**server.env, "IDP_PROVISION_DIR": str(tmp_path / "missing")}
+    result = subprocess.run(
+        [sys.executable, "-m", "idp", "serve", "--port", str(port)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"idp: IDP_PROVISION_DIR {tmp_path / 'missing'} is not a directory" in result.stderr
