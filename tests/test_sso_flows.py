@@ -8,7 +8,9 @@ rotation, members only, and the analytics the Responses feed.
 from __future__ import annotations
 
 import base64
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Account, Server, add_user, unique_slug
@@ -64,6 +66,13 @@ def signed_in(server: Server, service: SamlService, account: Account) -> Browser
     page = browser.sso(f"{service.base}/init", account.email, account.password)
     posted_message(page.text)
     return browser
+
+
+def first(root: Any, name: str) -> Any:
+    """The first SAML assertion element called ``name`` in a message."""
+    found = root.find(f".//{{{c.SAML_NS}}}{name}")
+    assert found is not None, name
+    return found
 
 
 def status_of(message: PostedMessage) -> tuple[str, str]:
@@ -149,6 +158,39 @@ def test_unsigned_configuration_is_refused_by_the_api(
     assert response.json()["error"] == "invalid_request"
     assert response.json()["details"]
     assert service.api("GET", "/saml").json()["sign_assertions"] is True
+
+
+def test_response_carries_what_the_contract_lists(server: Server, owner: Account, org: str) -> None:
+    service = saml_service(server, owner.token, org, sign_response=True)
+    browser = signed_in(server, service, owner)
+    ids: set[str] = set()
+    for _ in range(3):
+        auth = onelogin_auth(service)
+        message = posted_message(browser.get(auth.login()).text)
+        onelogin_accepts(service, message, auth.get_last_request_id())
+        root = message.xml
+        assertion = root.find(f"{{{c.SAML_NS}}}Assertion")
+        assert assertion is not None
+        ids |= {root.get("ID"), assertion.get("ID")}
+
+        issued = datetime.fromisoformat(root.get("IssueInstant"))
+        conditions = first(root, "Conditions")
+        confirmation = first(root, "SubjectConfirmationData")
+        assert root.get("Destination") == service.config["acs_url"]
+        assert root.get("InResponseTo") == auth.get_last_request_id()
+        assert first(root, "Issuer").text == service.entity_id
+        assert first(root, "SubjectConfirmation").get("Method") == c.CONFIRMATION_BEARER
+        assert confirmation.get("Recipient") == service.config["acs_url"]
+        assert confirmation.get("InResponseTo") == auth.get_last_request_id()
+        assert first(root, "Audience").text == service.config["entity_id"]
+        assert first(root, "AuthnContextClassRef").text == c.AUTHN_PASSWORD_PROTECTED
+        assert first(root, "AuthnStatement").get("SessionIndex")
+        not_before = datetime.fromisoformat(conditions.get("NotBefore"))
+        assert timedelta(0) <= issued - not_before <= timedelta(seconds=60)
+        for expiring in (conditions, confirmation):
+            lifetime = datetime.fromisoformat(expiring.get("NotOnOrAfter")) - issued
+            assert abs(lifetime - timedelta(minutes=5)) <= timedelta(seconds=1)
+    assert len(ids) == 6
 
 
 # RelayState ----------------------------------------------------------------------------

@@ -101,6 +101,17 @@ def test_disabled_saml_is_403(
     assert_refused(page, 403, "not enabled")
 
 
+@pytest.mark.parametrize("endpoint", ["init", "slo"])
+def test_other_endpoints_of_unknown_or_disabled_services_are_refused(
+    browser: Browser, server: Server, owner: Account, service: SamlService, endpoint: str
+) -> None:
+    unknown = browser.get(f"{server.url}/saml/{service.org}/no-such-svc/{endpoint}")
+    assert_refused(unknown, 404, "There is no service")
+    disabled = saml_service(server, owner.token, owner.org)
+    disabled.configure(enabled=False)
+    assert_refused(browser.get(f"{disabled.base}/{endpoint}"), 403, "not enabled")
+
+
 # Encoding and XML ---------------------------------------------------------------------------
 
 
