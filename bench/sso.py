@@ -254,7 +254,8 @@ def pysaml2_rate(workdir: Path, n: int) -> float:
         '<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" '
         'entityID="https://sp.bench.test/metadata"><md:SPSSODescriptor '
         'protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">'
-        '<md:AssertionConsumerService index="0" Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" '
+        '<md:AssertionConsumerService index="0" '
+        'Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" '
         'Location="https://sp.bench.test/acs"/></md:SPSSODescriptor></md:EntityDescriptor>'
     )
     config = IdPConfig()
@@ -331,9 +332,7 @@ def main() -> None:
         both, both_lat = measure(True)
         rsa = rsa_sign_rate(3000)
         pysaml2 = pysaml2_rate(workdir, args.pysaml2_logins)
-    print(
-        f"SSO path through the WSGI app, one process pinned to one core, {args.requests} requests each:"
-    )
+    print(f"SSO path through the WSGI app, one process on one core, {args.requests} requests each:")
     report("  sign_assertions", one, one_lat)
     report("  sign_assertions + sign_response", both, both_lat)
     print(f"raw RSA-2048 signing (cryptography)  {rsa:8.0f} signs/s")
@@ -344,7 +343,8 @@ def main() -> None:
     )
     print(f"two signatures: {both / rsa:.2f} of the raw RSA rate (target >= 0.17)")
     print(
-        f"sso_per_s={one:.0f} both_per_s={both:.0f} rsa_sign_per_s={rsa:.0f} pysaml2_default_per_s={pysaml2:.1f}"
+        f"sso_per_s={one:.0f} both_per_s={both:.0f} rsa_sign_per_s={rsa:.0f} "
+        f"pysaml2_default_per_s={pysaml2:.1f}"
     )
 
 
