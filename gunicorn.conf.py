@@ -16,6 +16,9 @@ threads = 4
 timeout = 30  # a stuck worker is replaced
 graceful_timeout = 20  # in-flight logins finish on SIGTERM / rolling restarts
 keepalive = 5
+# A signed HTTP-Redirect AuthnRequest with a 1024-byte RelayState (CONTRACT §4) is over
+# 4 KB once URL-encoded: gunicorn's default request line limit (4094) would answer 414.
+limit_request_line = 8190
 max_requests = 10000  # recycle workers now and then, with jitter so they do not restart together
 max_requests_jitter = 1000
 # Worker heartbeats on tmpfs: a slow or overlay disk (containers) must not stall them.

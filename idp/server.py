@@ -36,6 +36,7 @@ def run(settings: Settings, bind: str, workers: int) -> None:
             "worker_class": "gthread",
             "threads": 8,
             "timeout": 30,
+            "limit_request_line": 8190,  # see gunicorn.conf.py: long signed Redirect queries
             "graceful_timeout": 10,
             "accesslog": None,
             "logconfig_dict": LOGCONFIG,
