@@ -322,6 +322,18 @@ def test_sp_signed_requests_are_accepted_when_wanted(
     pysaml2_accepts(client, posted_message(page.text), request_id)
 
 
+def test_signed_redirect_with_the_longest_relay_state_is_accepted(
+    browser: Browser, wants_signed: SamlService
+) -> None:
+    relay_state = "/" * 1024  # 3072 characters once URL-encoded, then the query signature
+    auth = onelogin_auth(wants_signed, authnRequestsSigned=True)
+    page = browser.get(auth.login(return_to=relay_state), allow_redirects=False)
+    assert page.status_code == 200, page.text[:500]
+    message = posted_message(page.text)
+    assert message.relay_state == relay_state
+    onelogin_accepts(wants_signed, message, auth.get_last_request_id())
+
+
 @pytest.mark.parametrize("binding", BINDINGS)
 @pytest.mark.parametrize("wanted", [True, False], ids=["wanted", "optional"])
 def test_signature_by_another_key_is_400(
