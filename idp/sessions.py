@@ -7,7 +7,7 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 import redis
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "idp:"
 PENDING_TTL_S = 900
+REFRESH_AFTER_S = 60  # an unchanged session's sliding expiry is rewritten at most this often
 SOCKET_TIMEOUT_S = 0.5
 LIVE_SESSIONS = PREFIX + "sessions"  # sorted set: session key -> expiry, for the gauge
 VERSION = PREFIX + "version"  # bumped by every configuration change
@@ -62,8 +63,12 @@ class IdpSession:
 
     def to_json(self) -> str:
         """Serialize for Redis (the sid is the key, not part of the value)."""
-        data = asdict(self)
-        del data["sid"]
+        data = {
+            "user_id": self.user_id,
+            "authn_instant": self.authn_instant,
+            "expires_at": self.expires_at,
+            "sps": {key: vars(login) for key, login in self.sps.items()},
+        }
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -115,18 +120,24 @@ class Store:
         session = IdpSession.from_json(sid, raw_session) if raw_session and sid else None
         return SsoState(session, int(raw_version or 0), first_use)
 
-    def save_session(self, session: IdpSession, event: dict[str, Any] | None = None) -> int:
+    def save_session(
+        self, session: IdpSession, event: dict[str, Any] | None = None, changed: bool = True
+    ) -> int:
         """Store the session, slide its expiry to a full TTL, and queue an event with it.
 
-        Returns how many events wait in the queue (0 when no event was given).
+        An unchanged session slid less than REFRESH_AFTER_S ago is not written again (only
+        the event is), which keeps repeated SSO cheap. Returns how many events wait in the
+        queue (0 when no event was given).
         """
-        session.expires_at = time.time() + self.session_ttl
-        key = _session_key(session.sid)
+        now = time.time()
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(key, session.to_json(), ex=self.session_ttl)
-        pipe.zadd(LIVE_SESSIONS, {key: session.expires_at})
-        for sp in session.sps.values():
-            pipe.set(_index_key(sp.session_index), session.sid, ex=self.session_ttl)
+        if changed or session.expires_at - now < self.session_ttl - REFRESH_AFTER_S:
+            session.expires_at = now + self.session_ttl
+            key = _session_key(session.sid)
+            pipe.set(key, session.to_json(), ex=self.session_ttl)
+            pipe.zadd(LIVE_SESSIONS, {key: session.expires_at})
+            for sp in session.sps.values():
+                pipe.set(_index_key(sp.session_index), session.sid, ex=self.session_ttl)
         if event is not None:
             pipe.rpush(EVENTS, json.dumps(event, separators=(",", ":")))
         results = pipe.execute()

@@ -24,6 +24,14 @@ CSP = (
 )
 
 
+BASE_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"))
+PAGE_HEADERS = (
+    *BASE_HEADERS,
+    ("Content-Security-Policy", CSP),
+    ("X-Frame-Options", "DENY"),
+)
+
+
 def current_session() -> IdpSession | None:
     """The live IdP session of this browser, if any."""
     return runtime().store.load_session(request.cookies.get(SESSION_COOKIE))
@@ -87,14 +95,12 @@ def client_address() -> str:
 
 def harden(response: Response) -> Response:
     """Headers for every browser-facing page: no caching of HTML, no referrer, strict CSP."""
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    headers = response.headers
     if response.mimetype == "text/html":
-        response.headers["Cache-Control"] = "no-store"
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Frame-Options", "DENY")
+        headers["Cache-Control"] = "no-store"
+        headers.extend(PAGE_HEADERS)
+    else:
+        headers.extend(BASE_HEADERS)
     if runtime().settings.is_https:
-        response.headers.setdefault(
-            "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
-        )
+        headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
     return response

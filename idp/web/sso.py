@@ -165,6 +165,7 @@ def _answer(
     session, user = member
     sp = provider.sp
     assert sp is not None
+    known = session.sps.get(provider.service_id)
     login = _sp_login(provider, session, user)
     event = audit.queued(
         audit.IDP,
@@ -175,7 +176,7 @@ def _answer(
         user_id=user.id,
         after={"sp": sp.entity_id, "initiated": "sp" if request_id else "idp"},
     )
-    backlog = rt.store.save_session(session, event)
+    backlog = rt.store.save_session(session, event, changed=login is not known)
     started = time.perf_counter()
     message = saml.sso_response(
         sp=sp,
