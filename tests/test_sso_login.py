@@ -242,6 +242,28 @@ def test_logout_needs_csrf_and_ends_the_session(
     assert is_login_page(browser.get(onelogin_auth(service).login()))
 
 
+def test_pending_request_is_answered_once(
+    server: Server, service: SamlService, member: Account
+) -> None:
+    browser, page = login_page(server, service)
+    answer = browser.login(page, member.email, member.password)
+    posted_message(answer.text)
+    resume = answer.history[-1].headers["Location"]
+    assert "/resume?pending=" in resume
+    again = browser.get(server.url + resume, allow_redirects=False)
+    assert_refused(again, 400, "already completed")
+
+
+def test_email_is_matched_without_regard_to_case(
+    server: Server, service: SamlService, member: Account
+) -> None:
+    browser, auth = Browser(server), onelogin_auth(service)
+    page = browser.get(auth.login())
+    answer = browser.login(page, f"  {member.email.upper()} ", member.password)
+    response = onelogin_accepts(service, posted_message(answer.text), auth.get_last_request_id())
+    assert response.get_nameid() == member.email
+
+
 def test_unknown_pending_request_is_refused(server: Server, service: SamlService) -> None:
     page = Browser(server).get(f"{service.base}/resume?pending=made-up", allow_redirects=False)
     assert_refused(page, 400, "Start again at the application")
