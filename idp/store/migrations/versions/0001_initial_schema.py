@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 08:03:41.180290
+Create Date: 2026-11-29 08:16:01.822225
 """
 
 import sqlalchemy as sa
@@ -41,6 +41,13 @@ def upgrade() -> None:
             "ix_events_service_action", ["service_id", "action", "created_at"], unique=False
         )
 
+    op.create_table(
+        "instance_secrets",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("value_encrypted", sa.Text(), nullable=False),
+        sa.Column("created_at", idp.store.models.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_instance_secrets")),
+    )
     op.create_table(
         "organizations",
         sa.Column("id", sa.String(length=36), nullable=False),
@@ -297,6 +304,7 @@ def downgrade() -> None:
     op.drop_table("auth_tokens")
     op.drop_table("users")
     op.drop_table("organizations")
+    op.drop_table("instance_secrets")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index("ix_events_service_action")
         batch_op.drop_index("ix_events_org")
