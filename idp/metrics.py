@@ -5,11 +5,13 @@ The master sets PROMETHEUS_MULTIPROC_DIR (idp.hooks) before any worker imports t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import redis
 from flask import Flask, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,6 +24,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
 
 from idp import keys
 from idp.hooks import MULTIPROC_ENV
@@ -59,9 +62,18 @@ class StateCollector(Collector):
         self.rt = rt
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Each gauge whose store answers: an outage leaves out its gauge, not the whole scrape."""
+        with contextlib.suppress(redis.RedisError):
+            yield self._sessions()
+        with contextlib.suppress(SQLAlchemyError):
+            yield self._certificate_expiry()
+
+    def _sessions(self) -> GaugeMetricFamily:
         sessions = GaugeMetricFamily("idp_active_sessions", "Live IdP sessions in Redis")
         sessions.add_metric([], self.rt.store.active_sessions())
-        yield sessions
+        return sessions
+
+    def _certificate_expiry(self) -> GaugeMetricFamily:
         expiry = GaugeMetricFamily(
             "idp_certificate_expiry_days",
             "Days until the active signing certificate of a service expires",
@@ -71,7 +83,7 @@ class StateCollector(Collector):
         with self.rt.db.read() as session:
             for org, svc, valid_until in keys.active_certificate_expiry(session):
                 expiry.add_metric([org, svc], (valid_until - now).total_seconds() / 86400)
-        yield expiry
+        return expiry
 
 
 def _route_group() -> str:

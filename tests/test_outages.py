@@ -87,6 +87,14 @@ def assert_unavailable(
         assert "unavailable" in response.text, where
 
 
+def gauges(server: Server) -> set[str]:
+    """The store-backed gauges /metrics shows (it answers 200 even while a store is down)."""
+    response = requests.get(f"{server.url}/metrics", timeout=5)
+    assert response.status_code == 200, response.text[:500]
+    names = {"idp_active_sessions", "idp_certificate_expiry_days"}
+    return {name for name in names if f"\n{name}" in response.text}
+
+
 def wait_until(what: str, ready: Callable[[], bool], limit: float = RECOVERY_LIMIT_S) -> float:
     """Poll until ``ready()``; returns the seconds it took (fails past ``limit``)."""
     started = time.monotonic()
@@ -263,6 +271,7 @@ def test_redis_outage_answers_503_quickly_and_service_resumes(
     assert status == 503 and body["database"] == "ok", body
     assert body["redis"].startswith("unavailable"), body
     assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    assert gauges(server) == {"idp_certificate_expiry_days"}
 
     # the admin API does not need Redis: reads and writes (announced best effort) go on
     org = f"/organizations/{owner.org}"
@@ -482,6 +491,7 @@ def test_database_outage_answers_json_503_keeps_sso_and_loses_no_event(
     assert status == 503 and body["redis"] == "ok", body
     assert body["database"].startswith("unavailable"), body
     assert requests.get(f"{pg_server.url}/healthz", timeout=5).status_code == 200
+    assert gauges(pg_server) == {"idp_active_sessions"}
 
     # a signed-in user keeps signing in to SPs: the service and the user are cached
     during = 3
