@@ -116,6 +116,18 @@ def answers(url: str, status: int = 200) -> Callable[[], bool]:
     return probe
 
 
+def all_answer(url: str, token: str | None = None, count: int = 32) -> bool:
+    """True when ``count`` requests, 8 at a time, all answer 200 (no stale pooled connection)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(
+            pool.map(
+                lambda _: requests.get(url, headers=headers, timeout=10).status_code, range(count)
+            )
+        )
+    return statuses == [200] * count
+
+
 def readiness(server: Server) -> tuple[int, dict[str, str]]:
     response = requests.get(f"{server.url}/readyz", timeout=5)
     body: dict[str, str] = response.json()
@@ -258,6 +270,7 @@ def test_redis_outage_answers_503_quickly_and_service_resumes(
     redis_process: RedisProcess,
 ) -> None:
     prepared = browser_requests(server, service, member)
+    assert all_answer(f"{server.url}/login?pending=probe")  # fills the connection pool
     redis_process.kill()
 
     slowest = 0.0
@@ -285,6 +298,7 @@ def test_redis_outage_answers_503_quickly_and_service_resumes(
     redis_process.start()
     recovery = wait_until("login page", answers(f"{server.url}/login?pending=probe"))
     figure("redis restarted: login page back after", recovery)
+    assert all_answer(f"{server.url}/login?pending=probe")
     assert readiness(server)[0] == 200
     # the certificate made during the outage signs from now on (the caches reloaded)
     service.certificate = rotated.json()["public_key"]
@@ -474,6 +488,7 @@ def test_database_outage_answers_json_503_keeps_sso_and_loses_no_event(
     anonymous = Browser(pg_server)
     login_page = anonymous.get(f"{pg_service.base}/init")
     assert is_login_page(login_page)
+    assert all_answer(f"{pg_server.url}/api/organizations/{pg_owner.org}", pg_owner.token)
     cluster.stop()
 
     slowest = 0.0
@@ -509,6 +524,7 @@ def test_database_outage_answers_json_503_keeps_sso_and_loses_no_event(
         ),
     )
     figure("database restarted: admin API back after", recovery)
+    assert all_answer(f"{pg_server.url}/api/organizations/{pg_owner.org}", pg_owner.token)
     assert readiness(pg_server)[0] == 200
     assert sso_count(pg_server, pg_owner, pg_service) == before + during
     assert redis.Redis.from_url(redis_url).llen(EVENTS) == 0
