@@ -7,9 +7,11 @@ old one as IDP_SECRET_KEY_PREVIOUS (then ``idp rotate-secret``); the new secret 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -233,3 +235,22 @@ def test_rotate_secret_refuses_a_key_no_secret_opens_and_changes_nothing(
     done = idp(rotating, "rotate-secret")
     assert done.returncode == 0, done.stderr
     assert stored_values(database_url)[f"certificate {readable}"].startswith(tagged(NEW))
+
+
+def test_instance_secret_is_made_once_under_concurrent_first_use(database_url: str) -> None:
+    settings = settings_for(database_url, NEW)
+    env = {**os.environ, "IDP_DATABASE_URL": database_url, "IDP_SECRET_KEY": NEW}
+    assert idp(env, "migrate").returncode == 0
+    name = f"race-{new_id()[:8]}"
+    databases = [Database(database_url) for _ in range(8)]
+    try:
+        with ThreadPoolExecutor(len(databases)) as pool:
+            values = set(pool.map(lambda db: keys.instance_secret(db, settings, name), databases))
+        assert len(values) == 1 and len(values.pop()) == keys.INSTANCE_SECRET_BYTES
+        with databases[0].write() as session:
+            row = session.get(InstanceSecret, name)
+            assert row is not None and row.value_encrypted.startswith(tagged(NEW))
+            session.delete(row)
+    finally:
+        for database in databases:
+            database.dispose()
