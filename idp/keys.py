@@ -132,33 +132,35 @@ def rotate_secret(session: Session, settings: Settings) -> Rotation:
     does not decrypt, KeyDecryptionError names each such row and nothing is changed. Rows
     already under IDP_SECRET_KEY are left as they are, so running it again changes nothing.
     """
-    certificates = list(session.scalars(select(SamlCertificate).with_for_update()))
-    instance_secrets = list(session.scalars(select(InstanceSecret).with_for_update()))
+    current = f"{FORMAT}.{key_id(settings.secret_key)}."
+    rows = 0
     problems: list[str] = []
-    opened: list[tuple[SamlCertificate | InstanceSecret, bytes]] = []
-    for certificate in certificates:
+    updates: list[tuple[SamlCertificate | InstanceSecret, str, str]] = []  # row, column, value
+    for certificate in session.scalars(select(SamlCertificate).with_for_update()):
+        rows += 1
         try:
-            opened.append((certificate, decrypt_private_key(certificate, settings)))
+            pem = decrypt_private_key(certificate, settings)
         except KeyDecryptionError as exc:
             problems.append(str(exc))
-    for stored in instance_secrets:
+            continue
+        if not certificate.private_key_encrypted.startswith(current):
+            value = encrypt_private_key(pem, certificate, settings.secret_key)
+            updates.append((certificate, "private_key_encrypted", value))
+    for stored in session.scalars(select(InstanceSecret).with_for_update()):
+        rows += 1
         try:
-            opened.append((stored, _open_secret(stored, settings)))
+            plaintext = _open_secret(stored, settings)
         except KeyDecryptionError as exc:
             problems.append(str(exc))
+            continue
+        if not stored.value_encrypted.startswith(current):
+            value = _seal(plaintext, _secret_data(stored.name), settings.secret_key)
+            updates.append((stored, "value_encrypted", value))
     if problems:
         raise KeyDecryptionError("\n".join(problems))
-    current = f"{FORMAT}.{key_id(settings.secret_key)}."
-    reencrypted = 0
-    for row, plaintext in opened:
-        if isinstance(row, SamlCertificate):
-            if not row.private_key_encrypted.startswith(current):
-                row.private_key_encrypted = encrypt_private_key(plaintext, row, settings.secret_key)
-                reencrypted += 1
-        elif not row.value_encrypted.startswith(current):
-            row.value_encrypted = _seal(plaintext, _secret_data(row.name), settings.secret_key)
-            reencrypted += 1
-    return Rotation(reencrypted, len(opened) - reencrypted)
+    for row, column, value in updates:
+        setattr(row, column, value)
+    return Rotation(len(updates), rows - len(updates))
 
 
 def new_certificate(settings: Settings, org_slug: str, service: Service) -> SamlCertificate:
