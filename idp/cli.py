@@ -17,6 +17,7 @@ from idp import audit, logs
 from idp.api.shapes import member_json
 from idp.auth import Passwords
 from idp.hooks import before_serving
+from idp.sessions import announce_once
 from idp.settings import Settings, SettingsError, load_settings
 from idp.store.db import Database
 from idp.store.models import SLUG_PATTERN, Membership, Organization, User
@@ -104,6 +105,7 @@ def bootstrap(org_slug: str, email: str, password: str, org_name: str | None) ->
         user = _upsert_user(session, settings, email, password, {})
         _grant(session, org, user, "owner")
     db.dispose()
+    announce_once(settings.redis_url, f"bootstrap of {org_slug}")
     click.echo(f"idp: organization '{org_slug}' has owner {email}")
 
 
@@ -141,6 +143,7 @@ def users_create(
                 raise click.ClickException(f"organization '{org_slug}' does not exist")
             _grant(session, org, user, role)
     db.dispose()
+    announce_once(settings.redis_url, f"user {user.email}")
     click.echo(f"idp: user {user.email} ({user.id}) is ready")
 
 

@@ -262,6 +262,21 @@ class Store:
             log.warning("could not announce a change of %s: %s", what, exc.__class__.__name__)
 
 
+def announce_once(url: str | None, what: str) -> None:
+    """From a one-off process (the CLI): tell running workers that stored data changed.
+
+    Without a configured Redis (the embedded one belongs to ``idp serve``) workers pick the
+    change up within their cache's maximum age.
+    """
+    if url is None:
+        return
+    client = connect(url)
+    try:
+        Store(client, 0).announce_change(what)
+    finally:
+        client.close()
+
+
 @dataclass(frozen=True)
 class SsoState:
     """What an SSO request reads from Redis at once."""
