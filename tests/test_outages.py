@@ -481,6 +481,7 @@ def test_database_outage_answers_json_503_keeps_sso_and_loses_no_event(
     cluster: PostgresCluster,
     redis_url: str,
 ) -> None:
+    cold = saml_service(pg_server, pg_owner.token, pg_owner.org)  # no worker reads it before
     signed_in = Browser(pg_server)
     page = signed_in.sso(f"{pg_service.base}/init", pg_member.email, pg_member.password)
     onelogin_accepts(pg_service, posted_message(page.text), None)
@@ -502,6 +503,9 @@ def test_database_outage_answers_json_503_keeps_sso_and_loses_no_event(
         lambda: anonymous.login(login_page, pg_member.email, pg_member.password)
     )
     assert_unavailable(response, elapsed, api=False)
+    for url in (f"{cold.base}/init", cold.entity_id):
+        response, elapsed = timed(lambda: signed_in.get(url))  # noqa: B023
+        assert_unavailable(response, elapsed, api=False)
     status, body = readiness(pg_server)
     assert status == 503 and body["redis"] == "ok", body
     assert body["database"].startswith("unavailable"), body
