@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, request
 
 from idp.api.access import authenticate_request
-from idp.api.errors import bad_request, not_found
+from idp.api.errors import bad_request, invalid, not_found
 from idp.api.validation import validate
 
 View = Callable[..., Any]
@@ -79,6 +79,7 @@ def operation(
                 authenticate_request()
             if any(isinstance(v, str) and "\x00" in v for v in kwargs.values()):  # unstorable
                 raise not_found("No resource has a name with a NUL character")
+            _check_query_names(query)
             if body is not None:
                 kwargs["payload"] = validate(_json_body(), COMPONENTS[body])
             return view(**kwargs)
@@ -90,6 +91,13 @@ def operation(
         return handler
 
     return decorate
+
+
+def _check_query_names(query: tuple[dict[str, Any], ...]) -> None:
+    """Refuse query parameters the route does not document (a misspelt ``limt`` is not ignored)."""
+    unknown = sorted(set(request.args) - {param["name"] for param in query})
+    if unknown:
+        raise invalid({name: "is not a query parameter of this route" for name in unknown})
 
 
 def _json_body() -> Any:

@@ -1,0 +1,287 @@
+"""The admin API fuzzed with schemathesis against the OpenAPI document of a running server.
+
+Bounded for CI: a fixed number of examples per operation and phase, and a time budget for the
+whole run. Every answer must be free of 5xx and conform to the document (status code, content
+type, response schema); valid requests must be accepted (the custom string formats get
+strategies whose values really pass the product's checks) and invalid ones refused. Path
+parameters and body ids mostly name resources that exist, so the fuzzer reaches past the
+404s; slugs and emails collide across examples, and 409 is a documented answer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from conftest import (
+    OWNER_PASSWORD,
+    Account,
+    Server,
+    flush_redis,
+    free_port,
+    server_env,
+    start_server,
+    stop_server,
+    unique_slug,
+)
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from saml_core_helpers import key_pair
+
+import idp.api  # noqa: F401  (importing the API registers every operation)
+from idp.api.openapi import document
+from idp.auth import PERMISSIONS
+
+EXAMPLES = 30  # per operation and phase
+RUN_BUDGET_S = 300  # the whole run; CI must stay well under ten minutes
+POOL_EMAILS = [f"pool-{i}@fuzz.example.test" for i in range(5)]
+OWNER_EMAIL = "owner@acme.test"
+# Operations whose success needs what no fuzzer can guess (the owner's password).
+NO_SUCCESS_EXPECTED = {"POST /api/auth/login"}
+
+# Strategies for the document's custom string formats: every value passes the product's check.
+
+LABEL = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,14}[a-z0-9])?", fullmatch=True)
+DOMAIN = st.builds(
+    lambda labels, tld: ".".join([*labels, tld]),
+    st.lists(LABEL, min_size=1, max_size=3),
+    st.sampled_from(["com", "org", "test", "example"]),
+)
+PATH = st.from_regex(r"(/[A-Za-z0-9._~%-]{0,12}){0,3}", fullmatch=True)
+QUERY = st.one_of(st.just(""), st.from_regex(r"\?[a-z]{1,6}=[A-Za-z0-9]{0,8}", fullmatch=True))
+PORT = st.one_of(st.just(""), st.integers(1, 65535).map(lambda p: f":{p}"))
+LOOPBACK = st.sampled_from(["localhost", "LOCALHOST", "127.0.0.1", "127.8.9.10", "[::1]"])
+ENDPOINT_URL = st.one_of(
+    st.builds(lambda h, p, path, q: f"https://{h}{p}{path}{q}", DOMAIN, PORT, PATH, QUERY),
+    st.builds(lambda h, p, path, q: f"http://{h}{p}{path}{q}", LOOPBACK, PORT, PATH, QUERY),
+)
+ABSOLUTE_URI = st.one_of(
+    ENDPOINT_URL,
+    st.builds(lambda h, path: f"http://{h}{path}", DOMAIN, PATH),
+    st.builds(
+        lambda scheme, path: f"{scheme}:{path or '/'}",
+        st.sampled_from(["com.example.app", "myapp", "urn"]),
+        PATH,
+    ),
+)
+EMAIL = st.one_of(
+    st.builds(
+        lambda local, domain: f"{local}@{domain}",
+        st.from_regex(r"[a-zA-Z0-9][a-zA-Z0-9._+-]{0,20}", fullmatch=True),
+        DOMAIN,
+    ),
+    st.sampled_from([*POOL_EMAILS, OWNER_EMAIL]),  # users that exist: members, conflicts
+)
+PEM_CERTIFICATE = st.sampled_from(
+    [
+        key_pair("sp")[1].decode(),
+        key_pair("sp-other")[1].decode(),
+        key_pair("sp-ec", "ec")[1].decode(),
+    ]
+)
+
+for _name, _strategy in (
+    ("absolute-uri", ABSOLUTE_URI),
+    ("endpoint-url", ENDPOINT_URL),
+    ("email", EMAIL),
+    ("pem-certificate", PEM_CERTIFICATE),
+):
+    schemathesis.openapi.format(_name, _strategy)
+
+PLACEHOLDER_URL = "http://placeholder.invalid"
+schema = schemathesis.openapi.from_dict(
+    document(PLACEHOLDER_URL),
+    config=schemathesis.Config.from_dict(
+        {"generation": {"max-examples": EXAMPLES}, "phases": {"stateful": {"enabled": False}}}
+    ),
+)
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+SAML_CONFIG = {
+    "enabled": True,
+    "entity_id": "https://sp.example.test/metadata",
+    "acs_url": "https://sp.example.test/acs",
+    "name_id_format": "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
+    "attribute_mapping": {"email": "email"},
+    "sign_assertions": True,
+    "sign_response": False,
+}
+MOSTLY = st.integers(0, 4).map(bool)  # True four times out of five
+STATUSES: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+
+
+@pytest.fixture(scope="module")
+def server(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """This module's own server: the fuzzer's many wrong logins all come from one address."""
+    flush_redis(redis_url)
+    port = free_port()
+    env = server_env(database_url, redis_url, port, IDP_LOGIN_MAX_FAILURES_PER_IP="1000000")
+    running = start_server(env, port, tmp_path_factory.mktemp("log") / "server.log")
+    yield running
+    stop_server(running)
+
+
+@dataclass
+class World:
+    """Resources the fuzzer's ids mostly point at; restored after the fuzzer deletes them."""
+
+    server: Server
+    owner: Account
+    org: str
+    deadline: float
+    ids: dict[str, str] = field(default_factory=dict)
+    key: str = ""
+    dirty: bool = True
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """An admin call as the owner that must succeed."""
+        response = self.server.api(method, path, self.owner.token, **kwargs)
+        assert response.status_code < 300, (method, path, response.status_code, response.text)
+        return response.json() if response.content else None
+
+    def exists(self, path: str) -> bool:
+        return self.server.api("GET", path, self.owner.token).ok
+
+    def ensure(self) -> None:
+        """After a deletion: the main service with SAML and a certificate, a plan with the
+        owner's subscription, a plan without any, an API key with every permission and one
+        to be fuzzed."""
+        if not self.dirty:
+            return
+        base = f"/organizations/{self.org}/services"
+        if not self.ids or not self.exists(f"{base}/{self.ids['svc']}"):
+            self._new_service(base)
+        here = f"{base}/{self.ids['svc']}"
+        if not self.exists(f"{here}/saml/certificate"):
+            self.call("PUT", f"{here}/saml", json=SAML_CONFIG)
+            self.call("POST", f"{here}/saml/certificate")
+        if not any(
+            p["plan"]["id"] == self.ids["plan_id"] for p in self.call("GET", f"{here}/plans")
+        ):
+            self.ids["plan_id"] = self._plan(here)
+        if not self.exists(f"{here}/api-keys/{self.ids['key_id']}"):
+            target = {"name": "target", "permissions": ["read:service"]}
+            self.ids["key_id"] = self.call("POST", f"{here}/api-keys", json=target)["id"]
+        self.dirty = False
+
+    def _new_service(self, base: str) -> None:
+        for service in self.call("GET", base)["services"]:  # room under the service limit
+            self.call("DELETE", f"{base}/{service['slug']}")
+        svc = unique_slug("main")
+        body = {"slug": svc, "name": "Main", "service_type": "web", "redirect_uris": []}
+        self.call("POST", base, json=body)
+        here = f"{base}/{svc}"
+        subscription = {"email": self.owner.email, "plan_id": self._plan(here)}
+        subscription_id = self.call("POST", f"{here}/subscriptions", json=subscription)["id"]
+        every = {"name": "fuzz", "permissions": list(PERMISSIONS)}
+        self.key = self.call("POST", f"{here}/api-keys", json=every)["key"]
+        members = self.call("GET", f"/organizations/{self.org}/members")["members"]
+        self.ids = {
+            "org": self.org,
+            "svc": svc,
+            "subscription_id": subscription_id,
+            "user_id": members[0]["user_id"],
+            "plan_id": "",
+            "key_id": "",
+        }
+
+    def _plan(self, here: str) -> str:
+        body = {"name": unique_slug("plan"), "price_cents": 100, "currency": "usd", "features": []}
+        plan_id: str = self.call("POST", f"{here}/plans", json=body)["plan"]["id"]
+        return plan_id
+
+    def aim(self, case: schemathesis.Case, data: st.DataObject) -> None:
+        """Point most path parameters and body ids at existing resources."""
+        for name in list(case.path_parameters or {}):
+            if name in self.ids and data.draw(MOSTLY, label=f"known {name}"):
+                case.path_parameters[name] = self.ids[name]
+        if isinstance(case.body, dict):
+            for name in ("plan_id", "user_id"):
+                if isinstance(case.body.get(name), str) and data.draw(MOSTLY, label=name):
+                    case.body[name] = self.ids[name]
+
+
+@pytest.fixture(scope="module")
+def world(server: Server, owner: Account) -> World:
+    slug = unique_slug("fuzz")
+    response = server.api("POST", "/organizations", owner.token, json={"slug": slug, "name": slug})
+    assert response.status_code == 201, response.text
+    other = unique_slug("pool")
+    assert server.api("POST", "/organizations", owner.token, json={"slug": other, "name": other}).ok
+    for email in POOL_EMAILS:  # users who exist, not yet members of the fuzzed organization
+        body = {"email": email, "password": "pool-password-123"}
+        assert server.api("POST", f"/organizations/{other}/users", owner.token, json=body).ok
+    return World(server, owner, slug, time.monotonic() + RUN_BUDGET_S)
+
+
+def test_the_fuzzed_document_is_the_one_the_server_serves(server: Server) -> None:
+    served = requests.get(f"{server.url}/api/openapi.json", timeout=10).json()
+    assert served == json.loads(json.dumps(document(server.url)))
+
+
+def _fuzz(case: schemathesis.Case, world: World, data: st.DataObject, run: str) -> None:
+    if time.monotonic() > world.deadline:
+        return  # budget spent: the coverage test below names what was not reached
+    world.ensure()
+    world.aim(case, data)
+    credential = world.owner.token if run == "owner" else world.key
+    if case.operation.path == "/api/auth/logout":  # it would revoke the run's credential
+        credential = world.server.login(world.owner.email, OWNER_PASSWORD)
+    kwargs: dict[str, Any] = {
+        "base_url": world.server.url,
+        "headers": {"Authorization": f"Bearer {credential}"},
+    }
+    response = case.call(**kwargs)
+    STATUSES[run][f"{case.method} {case.operation.path}"].add(response.status_code)
+    world.dirty = world.dirty or (case.method == "DELETE" and response.status_code < 300)
+    case.validate_response(response, headers=kwargs["headers"], transport_kwargs=kwargs)
+
+
+@schema.parametrize()
+@schema.given(data=st.data())
+@FUZZ
+def test_admin_api_with_a_bearer_token(
+    case: schemathesis.Case, data: st.DataObject, world: World
+) -> None:
+    """As the owner of the organization: every operation, as documented."""
+    _fuzz(case, world, data, "owner")
+
+
+@schema.parametrize()
+@schema.given(data=st.data())
+@FUZZ
+def test_admin_api_with_an_api_key(
+    case: schemathesis.Case, data: st.DataObject, world: World
+) -> None:
+    """As an API key with every permission: inside its service, as documented; else 403."""
+    _fuzz(case, world, data, "key")
+
+
+def test_every_operation_was_reached_and_succeeded() -> None:
+    """The positive cases were really valid: every operation answered a success at least once."""
+    operations = {
+        f"{method.upper()} {path}"
+        for path, methods in document(PLACEHOLDER_URL)["paths"].items()
+        for method in methods
+    }
+    owner = STATUSES["owner"]
+    assert set(owner) == operations, "not fuzzed within the budget: " + ", ".join(
+        sorted(operations - set(owner))
+    )
+    failing = {
+        name: sorted(statuses)
+        for name, statuses in owner.items()
+        if name not in NO_SUCCESS_EXPECTED and not any(200 <= s < 300 for s in statuses)
+    }
+    assert not failing, failing
+    assert set(STATUSES["key"]) == operations
+    key_successes = [name for name, statuses in STATUSES["key"].items() if 200 in statuses]
+    assert "GET /api/organizations/{org}/services/{svc}" in key_successes
