@@ -13,6 +13,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from idp.settings import Settings
 from idp.store.models import ApiKey, AuthToken, Membership, Service, User, utcnow
 
 ROLES = ("owner", "admin", "member")
@@ -50,6 +51,15 @@ class Passwords:
             return self._hasher.verify(stored or self._dummy, password) and stored is not None
         except (VerificationError, InvalidHashError):
             return False
+
+
+def login_subjects(settings: Settings, email: str, address: str | None) -> dict[str, int]:
+    """What a password attempt counts against (throttle subject -> limit), for the login page
+    and the API alike: the email, and the client address."""
+    return {
+        f"email:{email}": settings.login_max_failures,
+        f"ip:{address or 'unknown'}": settings.login_max_failures_per_ip,
+    }
 
 
 def digest(secret: str) -> str:

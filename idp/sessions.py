@@ -23,6 +23,9 @@ SOCKET_TIMEOUT_S = 0.5
 LIVE_SESSIONS = PREFIX + "sessions"  # sorted set: session key -> expiry, for the gauge
 VERSION = PREFIX + "version"  # bumped by every configuration change
 EVENTS = PREFIX + "events"  # audit events on their way to the database
+# Decrement a throttle count only while its window lasts: a plain DECR after the window ended
+# would create a count without expiry, which would never reset.
+GIVE_BACK = "if redis.call('exists', KEYS[1]) == 1 then redis.call('decr', KEYS[1]) end"
 
 
 def connect(url: str) -> redis.Redis:
@@ -241,7 +244,7 @@ class Store:
         """
         pipe = self.redis.pipeline(transaction=False)
         pipe.delete(_throttle_key(cleared))
-        pipe.decr(_throttle_key(released))
+        pipe.eval(GIVE_BACK, 1, _throttle_key(released))
         pipe.execute()
 
     # -- change counter ---------------------------------------------------------

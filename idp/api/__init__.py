@@ -59,6 +59,7 @@ def error_response(error: ApiError) -> Response:
     """The JSON answer for an API error."""
     response = jsonify(error.body())
     response.status_code = error.status
+    response.headers.update(error.headers)
     return response
 
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from flask import Blueprint, g
+import redis
+from flask import Blueprint, g, request
 from sqlalchemy import select
 
-from idp.api.errors import unauthenticated
+from idp.api.errors import rate_limited, unauthenticated
 from idp.api.openapi import component, operation, ref
 from idp.api.shapes import OPTIONAL_STRING, TIMESTAMP, iso, user_json
-from idp.auth import issue_token, revoke_token
+from idp.auth import issue_token, login_subjects, revoke_token
 from idp.runtime import runtime
 from idp.store.models import User
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 bp = Blueprint("auth", __name__)
 
@@ -68,17 +74,35 @@ WRONG_CREDENTIALS = "Invalid email or password"
     public=True,
 )
 def login(payload: dict[str, Any]) -> dict[str, Any]:
-    """Verify the password (in constant time whether or not the email exists)."""
+    """Verify the password (in constant time whether or not the email exists), throttled like
+    the login page and on the same counts."""
     rt = runtime()
     email = payload["email"].strip().lower()
+    subjects = login_subjects(rt.settings, email, request.remote_addr)
+    retry_after = _throttled(
+        lambda: rt.store.take_attempt(subjects, rt.settings.login_throttle_window)
+    )
+    if retry_after:
+        raise rate_limited(retry_after)
     with rt.db.read() as session:
         user = session.scalar(select(User).where(User.email == email))
     stored = user.password_hash if user else None
     if not rt.passwords.verify(stored, payload["password"]) or user is None:
         raise unauthenticated(WRONG_CREDENTIALS)
+    _throttled(lambda: rt.store.login_succeeded(*subjects))
     with rt.db.write() as session:
         token, expires_at = issue_token(session, user, rt.settings.api_token_ttl)
     return {"token": token, "expires_at": iso(expires_at), "user": user_json(user)}
+
+
+def _throttled(step: Callable[[], T]) -> T | None:
+    """A throttle step; during a Redis outage the API login goes on unthrottled (the admin API
+    keeps working without Redis, and the login page, which needs it, answers 503)."""
+    try:
+        return step()
+    except redis.RedisError as exc:
+        log.warning("login throttle unavailable: %s", exc.__class__.__name__)
+        return None
 
 
 @operation(bp, "POST", "/auth/logout", summary="Revoke the bearer token of this request", ok=204)

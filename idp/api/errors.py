@@ -12,13 +12,19 @@ class ApiError(Exception):
     """An error answered as JSON with a status, a code and a message."""
 
     def __init__(
-        self, status: int, code: str, message: str, details: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers or {}
 
     def body(self) -> dict[str, object]:
         """The JSON body of the error response."""
@@ -61,6 +67,16 @@ def conflict(message: str) -> ApiError:
 def limit_reached(message: str) -> ApiError:
     """409: a quota is used up."""
     return ApiError(409, "limit_reached", message)
+
+
+def rate_limited(retry_after: int) -> ApiError:
+    """429: too many attempts; try again after ``retry_after`` seconds."""
+    return ApiError(
+        429,
+        "rate_limited",
+        "Too many sign-in attempts; try again later",
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 @contextmanager

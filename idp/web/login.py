@@ -8,7 +8,7 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 from sqlalchemy import select
 
 from idp import audit
-from idp.auth import membership
+from idp.auth import login_subjects, membership
 from idp.metrics import LOGINS
 from idp.runtime import runtime
 from idp.store.models import User
@@ -75,10 +75,7 @@ def login() -> Response:
         return _page(400, error="This form expired. Please sign in again.", email=email, **context)
     if not email or not password:
         return _page(400, error="Enter your email and password.", email=email, **context)
-    subjects = {
-        f"email:{email}": rt.settings.login_max_failures,
-        f"ip:{browser.client_address()}": rt.settings.login_max_failures_per_ip,
-    }
+    subjects = login_subjects(rt.settings, email, browser.client_address())
     retry_after = rt.store.take_attempt(subjects, rt.settings.login_throttle_window)
     if retry_after:
         minutes = max(1, round(retry_after / 60))
