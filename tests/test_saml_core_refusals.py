@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import base64
+import re
+import subprocess
+import sys
 import tracemalloc
 import zlib
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from saml_attacks import AUTHN_MOVES, BARE_DOCTYPE, LOGOUT_MOVES, XML_ATTACKS, wrapped
 from saml_core_helpers import (
     ACS_URL,
     IDP,
@@ -163,34 +168,11 @@ def test_relay_state_over_1024_bytes_is_refused() -> None:
 
 # Hostile XML ------------------------------------------------------------------------------
 
-BILLION_LAUGHS = (
-    b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-    + b"".join(
-        b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
-        for i in range(1, 10)
-    )
-    + b"]>"
-)
-XXE_FILE = b'<!DOCTYPE r [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
-XXE_PARAMETER = b'<!DOCTYPE r [<!ENTITY % p SYSTEM "file:///etc/passwd"> %p;]>'
-XXE_NETWORK = b'<!DOCTYPE r SYSTEM "http://127.0.0.1:9/evil.dtd">'
-BARE_DOCTYPE = b"<!DOCTYPE samlp:AuthnRequest>"
 
-
-@pytest.mark.parametrize(
-    ("prologue", "issuer"),
-    [
-        (BILLION_LAUGHS, "&lol9;"),
-        (XXE_FILE, "&xxe;"),
-        (XXE_PARAMETER, SP_ENTITY_ID),
-        (XXE_NETWORK, SP_ENTITY_ID),
-        (BARE_DOCTYPE, SP_ENTITY_ID),
-    ],
-    ids=["billion-laughs", "xxe-file", "xxe-parameter-entity", "external-dtd", "doctype"],
-)
+@pytest.mark.parametrize(("prologue", "issuer"), list(XML_ATTACKS.values()), ids=list(XML_ATTACKS))
 @pytest.mark.parametrize("binding", ["redirect", "post"])
-def test_dtds_and_entities_are_refused(prologue: bytes, issuer: str, binding: str) -> None:
-    xml = prologue + authn_request_xml(issuer=issuer)
+def test_dtds_and_entities_are_refused(prologue: bytes, issuer: str | None, binding: str) -> None:
+    xml = prologue + authn_request_xml(issuer=issuer or SP_ENTITY_ID)
     message = decode_redirect(redirect_query(xml)) if binding == "redirect" else post(xml)
     refusal = refused(message)
     assert refusal.reason == "dtd"
@@ -426,51 +408,43 @@ def _strip_declaration(xml: bytes) -> bytes:
     return xml.split(b"?>", 1)[1] if xml.startswith(b"<?xml") else xml
 
 
-def test_comment_inside_issuer_is_refused() -> None:
-    """Exclusive C14N drops comments, so the signature still verifies: the text check catches it."""
-    issuer = f"<saml:Issuer>{SP_ENTITY_ID}</saml:Issuer>".encode()
-    commented = _signed().replace(
-        issuer, f"<saml:Issuer>{SP_ENTITY_ID}<!---->.evil</saml:Issuer>".encode()
-    )
-    refusal = refused(post(commented), VERIFYING_SP)
-    assert refusal.reason == "malformed"
-    assert "comment" in refusal.message
+WRAPPING_REFUSALS = {  # move -> the refusal's reason and words of its message
+    "wrapped in a forged root": ("signature_invalid", "directly under its root"),
+    "signature moved to a forged root": ("signature_invalid", "whole message"),
+    "reference to another ID": ("signature_invalid", "whole message"),
+    "duplicate ID": ("signature_invalid", "more than once"),
+    "second request element": ("signature_invalid", "does not verify"),
+    "second Assertion": ("signature_invalid", "does not verify"),
+    "second Issuer": ("malformed", "more than one"),
+    "comment inside Issuer": ("malformed", "comment"),
+    "comment inside NameID": ("malformed", "comment"),
+    "comment inside SessionIndex": ("malformed", "comment"),
+}
+WRAPPINGS = [("authn", move) for move in AUTHN_MOVES] + [("logout", move) for move in LOGOUT_MOVES]
 
 
-def test_signed_request_wrapped_in_a_forged_root_is_refused() -> None:
-    original = _strip_declaration(_signed())
-    forged = authn_request_xml(
-        ID="_evil",
-        AssertionConsumerServiceURL=ACS_URL,
-        extra=f"<samlp:Extensions>{original.decode()}</samlp:Extensions>",
-    )
-    assert refused(post(forged), VERIFYING_SP).reason == "signature_invalid"
+def signed_request(kind: str) -> bytes:
+    """A fresh AuthnRequest or LogoutRequest with an enveloped signature by the SP's key."""
+    return sign_xml(authn_request_xml() if kind == "authn" else logout_request_xml())
 
 
-def test_root_signature_referencing_another_element_is_refused() -> None:
-    """The signature moved to a forged root still verifies its own (now nested) element."""
-    original = _strip_declaration(_signed())
-    from lxml import etree
-
-    signed_root = etree.fromstring(original)
-    signature = signed_root.find(f"{{{c.DS_NS}}}Signature")
-    forged = etree.fromstring(authn_request_xml(ID="_evil"))
-    forged.insert(1, signature)
-    extensions = etree.SubElement(forged, f"{{{c.SAMLP_NS}}}Extensions")
-    extensions.append(signed_root)
-    refusal = refused(post(etree.tostring(forged)), VERIFYING_SP)
-    assert refusal.reason == "signature_invalid"
-    assert "whole message" in refusal.message
+def refusal_of(kind: str, message: ReceivedMessage, sp: SpConfig) -> SamlRefusal:
+    """The refusal of a request of that kind; fails when it is accepted."""
+    parse = parse_authn_request if kind == "authn" else parse_logout_request
+    with pytest.raises(SamlRefusal) as caught:
+        parse(message, sp, IDP, now=now(), clock_skew=SKEW)
+    return caught.value
 
 
-def test_duplicate_id_is_refused() -> None:
-    original = _strip_declaration(_signed())
-    duplicate = original.replace(
-        b"</samlp:AuthnRequest>",
-        b'<samlp:Extensions><saml:Assertion ID="_authn-request-1"/></samlp:Extensions>'
-        b"</samlp:AuthnRequest>",
-    )
-    assert refused(post(duplicate), VERIFYING_SP).reason == "signature_invalid"
+@pytest.mark.parametrize("sp", [VERIFYING_SP, REQUIRING_SP], ids=["verifying", "requiring"])
+@pytest.mark.parametrize(("kind", "move"), WRAPPINGS, ids=[f"{k}-{m}" for k, m in WRAPPINGS])
+def test_signature_wrapping_is_refused(kind: str, move: str, sp: SpConfig) -> None:
+    """Exclusive C14N drops comments, so a comment splitting a name keeps the signature valid:
+    the text check refuses it; every other move is caught by the signature checks."""
+    xml = wrapped(signed_request(kind), [LOGOUT_MOVES[move]])
+    refusal = refusal_of(kind, post(xml), sp)
+    reason, words = WRAPPING_REFUSALS[move]
+    assert (refusal.reason, words in refusal.message) == (reason, True), refusal.message
 
 
 def test_second_signature_is_refused() -> None:
@@ -669,3 +643,41 @@ def test_fuzz_mutated_requests(
 def test_fuzz_request_attributes(attributes: dict[str, str | None], issuer: str) -> None:
     xml = authn_request_xml(issuer=issuer, **attributes)
     _outcome(lambda: decode_post({"SAMLRequest": base64.b64encode(xml).decode()}))
+
+
+@FUZZ
+@given(
+    st.sampled_from(["authn", "logout"]),
+    st.lists(st.sampled_from(list(LOGOUT_MOVES)), min_size=1, max_size=4),
+)
+def test_fuzz_signature_wrapping(kind: str, names: list[str]) -> None:
+    """Any chain of wrapping moves on a signed request is refused wherever a certificate
+    is configured; by HTTP-Redirect (its signature is on the query) a requiring SP refuses it."""
+    moves = [LOGOUT_MOVES[name] for name in names if kind == "logout" or name in AUTHN_MOVES]
+    assume(moves)
+    xml = wrapped(signed_request(kind), moves)
+    for sp in (VERIFYING_SP, REQUIRING_SP):
+        assert refusal_of(kind, post(xml), sp).reason in ("signature_invalid", "malformed")
+    assert refusal_of(kind, decode_redirect(redirect_query(xml)), REQUIRING_SP).reason in (
+        "signature_missing",
+        "malformed",
+    )
+
+
+def test_atheris_finds_no_crash_in_the_decoders(tmp_path: Path) -> None:
+    """A short coverage-guided run from the seed corpus (longer runs: tests/atheris_saml.py)."""
+    pytest.importorskip("atheris", reason="atheris is not installed (not a test dependency yet)")
+    harness = Path(__file__).with_name("atheris_saml.py")
+    seeds, corpus = tmp_path / "seeds", tmp_path / "corpus"
+    subprocess.run([sys.executable, harness, "--seeds", seeds], check=True, timeout=120)
+    corpus.mkdir()
+    options = ["-max_total_time=10", "-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=1"]
+    run = subprocess.run(
+        [sys.executable, harness, *options, corpus, seeds],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    executed = re.search(r"stat::number_of_executed_units: (\d+)", run.stderr)
+    assert executed and int(executed.group(1)) > 1000, run.stderr[-2000:]
