@@ -62,6 +62,14 @@ def login_subjects(settings: Settings, email: str, address: str | None) -> dict[
     }
 
 
+def user_by_email(session: Session, email: str) -> User | None:
+    """The user with this (normalized) email. An email holding NUL names nobody: no user can
+    have one, and PostgreSQL could not even compare it."""
+    if "\x00" in email:
+        return None
+    return session.scalar(select(User).where(User.email == email))
+
+
 def digest(secret: str) -> str:
     """SHA-256 of a high-entropy secret (tokens and API keys), hex."""
     return hashlib.sha256(secret.encode()).hexdigest()

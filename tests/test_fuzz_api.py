@@ -199,14 +199,23 @@ class World:
         return plan_id
 
     def aim(self, case: schemathesis.Case, data: st.DataObject) -> None:
-        """Point most path parameters and body ids at existing resources."""
-        for name in list(case.path_parameters or {}):
-            if name in self.ids and data.draw(MOSTLY, label=f"known {name}"):
-                case.path_parameters[name] = self.ids[name]
+        """Point most path parameters and body ids at existing resources (new containers, so
+        schemathesis judges the changed request again)."""
+        case.path_parameters = {
+            name: self.ids[name]
+            if name in self.ids and data.draw(MOSTLY, label=f"known {name}")
+            else value
+            for name, value in (case.path_parameters or {}).items()
+        }
         if isinstance(case.body, dict):
-            for name in ("plan_id", "user_id"):
-                if isinstance(case.body.get(name), str) and data.draw(MOSTLY, label=name):
-                    case.body[name] = self.ids[name]
+            case.body = {
+                name: self.ids[name]
+                if name in ("plan_id", "user_id")
+                and isinstance(value, str)
+                and data.draw(MOSTLY, label=name)
+                else value
+                for name, value in case.body.items()
+            }
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +234,43 @@ def world(server: Server, owner: Account) -> World:
 def test_the_fuzzed_document_is_the_one_the_server_serves(server: Server) -> None:
     served = requests.get(f"{server.url}/api/openapi.json", timeout=10).json()
     assert served == json.loads(json.dumps(document(server.url)))
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "field"),
+    [
+        ("GET", "/organizations/{org}/services/{svc}/api-keys?limt=5", None, 400, "limt"),
+        ("GET", "/organizations/{org}/audit-events?var=1&offset=2", None, 400, "var"),
+        ("POST", "/organizations", {"slug": "nul-name", "name": "a\u0000b"}, 400, "name"),
+        ("POST", "/organizations", {"slug": "ctl-name", "name": "\u000e"}, 400, "name"),
+        ("POST", "/organizations/{org}/users", {"email": "a\u0000b@x.test"}, 400, "email"),
+        ("POST", "/auth/login", {"email": "a\u0000b@x.test", "password": "x"}, 401, None),
+    ],
+    ids=[
+        "misspelt-limit",
+        "unknown-parameter",
+        "nul-in-name",
+        "control-character-in-name",
+        "nul-in-email",
+        "nul-in-login-email",
+    ],
+)
+def test_what_the_fuzzer_found_stays_fixed(
+    world: World,
+    method: str,
+    path: str,
+    body: dict[str, str] | None,
+    status: int,
+    field: str | None,
+) -> None:
+    """Found by this fuzzer: unknown query parameters were ignored; NUL in a name or an email
+    was documented as valid, but PostgreSQL cannot store or compare it (400 for a login)."""
+    world.ensure()
+    response = world.server.api(method, path.format(**world.ids), world.owner.token, json=body)
+    assert response.status_code == status, response.text
+    if field is not None:
+        assert response.json()["error"] == "invalid_request"
+        assert field in response.json()["details"]
 
 
 def _fuzz(case: schemathesis.Case, world: World, data: st.DataObject, run: str) -> None:

@@ -534,6 +534,29 @@ def test_every_wrapped_signed_request_is_refused_over_http(target: Target, kind:
         target.check(route, by_redirect)
 
 
+def test_what_the_fuzzers_found_stays_fixed(target: Target) -> None:
+    """A Host header that cannot be routed (an IDNA label over 63 characters) broke the error
+    page itself (500); NUL in the login email broke the user lookup on PostgreSQL."""
+    long_label = [(b"Host", b"a" * 64 + b".example")]
+    for path in (b"/login", urlsplit(target.service.sso_url).path.encode()):
+        answer = target.send(b"GET", path, long_label)
+        assert answer.status == 400
+        target.check("login", answer)
+    api = target.send(b"GET", b"/api/openapi.json", long_label)
+    assert api.status == 400 and api.headers["Content-Type"] == "application/json"
+
+    cookie, token = target.csrf
+    fields = {"csrf_token": token, "email": "a\x00b@example.test", "password": "password"}
+    answer = target.send(
+        b"POST",
+        b"/login",
+        [(b"Cookie", b"idp_csrf=" + cookie.encode()), (b"Content-Type", FORM)],
+        urlencode(fields).encode(),
+    )
+    assert answer.status == 401 and b'name="password"' in answer.body
+    target.check("login", answer)
+
+
 def test_the_fuzzers_reached_every_kind_of_answer(server: Server) -> None:
     """Not only refusals: the fuzzed requests also reached the valid flows; and nothing the
     server logged was an unexpected exception."""

@@ -8,14 +8,12 @@ from typing import Any, TypeVar
 
 import redis
 from flask import Blueprint, g, request
-from sqlalchemy import select
 
 from idp.api.errors import rate_limited, unauthenticated
 from idp.api.openapi import component, operation, ref
 from idp.api.shapes import OPTIONAL_STRING, TIMESTAMP, iso, user_json
-from idp.auth import issue_token, login_subjects, revoke_token
+from idp.auth import issue_token, login_subjects, revoke_token, user_by_email
 from idp.runtime import runtime
-from idp.store.models import User
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,7 +83,7 @@ def login(payload: dict[str, Any]) -> dict[str, Any]:
     if retry_after:
         raise rate_limited(retry_after)
     with rt.db.read() as session:
-        user = session.scalar(select(User).where(User.email == email))
+        user = user_by_email(session, email)
     stored = user.password_hash if user else None
     if not rt.passwords.verify(stored, payload["password"]) or user is None:
         raise unauthenticated(WRONG_CREDENTIALS)

@@ -32,7 +32,12 @@ SLUG = {
     "x-reason": "must be 1-63 lowercase letters, digits or hyphens, not starting or ending "
     "with a hyphen",
 }
-NAME = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"}
+NAME = {  # surrounding spaces are stripped when stored
+    "type": "string",
+    "maxLength": 200,
+    "pattern": r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
+    "x-reason": "must be non-empty text without control characters",
+}
 EMAIL = {"type": "string", "format": "email", "maxLength": 320}
 ROLE = {"type": "string", "enum": list(ROLES)}
 

@@ -79,7 +79,7 @@ def check_email(value: object) -> bool:
     local, _, domain = value.rpartition("@")
     if not local or "." not in domain or domain.startswith(".") or domain.endswith("."):
         raise ValueError("must be an email address")
-    if any(c.isspace() for c in value):
+    if any(c.isspace() or c < " " or c == "\x7f" for c in value):  # nor control characters
         raise ValueError("must be an email address")
     return True
 

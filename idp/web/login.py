@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
-from sqlalchemy import select
 
 from idp import audit
-from idp.auth import login_subjects, membership
+from idp.auth import login_subjects, membership, user_by_email
 from idp.metrics import LOGINS
 from idp.runtime import runtime
 from idp.store.models import User
@@ -89,7 +88,7 @@ def login() -> Response:
         LOGINS.labels("throttled").inc()
         return response
     with rt.db.read() as session:
-        user = session.scalar(select(User).where(User.email == email))
+        user = user_by_email(session, email)
     if not rt.passwords.verify(user.password_hash if user else None, password) or user is None:
         _record_login(None, email, "login.failure", pending)
         return _page(401, error=WRONG_CREDENTIALS, email=email, **context)
