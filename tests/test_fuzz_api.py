@@ -1,4 +1,6 @@
-"""The admin API fuzzed with schemathesis against the OpenAPI document of a running server.
+"""The admin API fuzzed with schemathesis against the OpenAPI document of a running server
+(built in-process for collection, and checked first to be the one /api/openapi.json serves:
+schemathesis's fixture-based loader does not run on pytest 9).
 
 Bounded for CI: a fixed number of examples per operation and phase, and a time budget for the
 whole run. Every answer must be free of 5xx and conform to the document (status code, content
