@@ -68,6 +68,7 @@ def make_app(workdir: Path) -> Any:
     settings = load_settings()
     Database(settings.database_url).migrate()
     app = create_app(settings)
+    add_sign_only_route(app)
     logging_off()
     return app
 
@@ -205,6 +206,75 @@ def measure_sso(
 # --- yardsticks -----------------------------------------------------------------------
 
 
+def add_sign_only_route(app: Any) -> None:
+    """The floor: a bare route on the same app that only builds and signs a Response.
+
+    No decoding, validation, Redis, session, audit event or page: what python-xmlsec and
+    the Response builder cost through Flask, to read the SSO figures against.
+    """
+    from datetime import timedelta
+
+    from idp import providers, saml
+    from idp.runtime import Runtime
+
+    rt: Runtime = app.extensions["idp"]
+    user = saml.UserInfo(id="u1", email="ada@bench.test", name="Ada", groups=("eng",))
+    name_id = saml.NameId("ada@bench.test", EMAIL_FORMAT)
+
+    def sign_only() -> Any:
+        provider = providers.find(rt, "bench", "app", VERSION_AT_SETUP[0])
+        assert provider is not None and provider.sp is not None
+        now = datetime.now(UTC)
+        return saml.sso_response(
+            sp=provider.sp,
+            idp=provider.endpoints,
+            key=provider.signing_key(rt),
+            user=user,
+            name_id=name_id,
+            session_index="_s",
+            authn_instant=now,
+            session_not_on_or_after=now + timedelta(hours=8),
+            in_response_to="_r",
+            now=now,
+            assertion_ttl=300,
+        )
+
+    app.add_url_rule("/bench/sign-only", "bench_sign_only", sign_only)
+
+
+VERSION_AT_SETUP = [0]
+
+
+def sign_only_rate(app: Any, n: int) -> float:
+    """Requests per second of the sign-only route, called like the SSO requests."""
+    VERSION_AT_SETUP[0] = app.extensions["idp"].store.version()
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/bench/sign-only",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "idp.bench.test",
+        "SERVER_PORT": "443",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "https",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+
+    def start_response(status: str, headers: list[Any], exc_info: Any = None) -> None:
+        assert status.startswith("200"), status
+
+    for _ in range(50):
+        b"".join(app(dict(environ), start_response))
+    started = time.perf_counter()
+    for _ in range(n):
+        b"".join(app(dict(environ), start_response))
+    return rate(n, time.perf_counter() - started)
+
+
 def rsa_sign_rate(n: int) -> float:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -329,12 +399,19 @@ def main() -> None:
             app, client, auth, both, args.requests
         )
         one, one_lat = measure(False)
+        floor_one = sign_only_rate(app, args.requests)
         both, both_lat = measure(True)
+        floor_both = sign_only_rate(app, args.requests)
         rsa = rsa_sign_rate(3000)
         pysaml2 = pysaml2_rate(workdir, args.pysaml2_logins)
     print(f"SSO path through the WSGI app, one process on one core, {args.requests} requests each:")
     report("  sign_assertions", one, one_lat)
     report("  sign_assertions + sign_response", both, both_lat)
+    print("floor, a route that only builds and signs (no decode, Redis, session or page):")
+    print(
+        f"  one signature {floor_one:6.0f} req/s ({floor_one / rsa:.2f} of the raw RSA rate), "
+        f"two {floor_both:6.0f} req/s ({floor_both / rsa:.2f})"
+    )
     print(f"raw RSA-2048 signing (cryptography)  {rsa:8.0f} signs/s")
     print(f"pysaml2 create_authn_response (xmlsec1 backend, one signature) {pysaml2:6.1f} logins/s")
     print(
