@@ -135,7 +135,8 @@ def test_every_kind_of_browser_page_is_hardened(
     pages["SSO refused (400)"] = browser.get(
         redirect_url(service, authn_request(service, Destination="https://evil.example/sso"))
     )
-    pages["SSO refused (404)"] = browser.get(f"{server.url}/saml/{service.org}/nope/sso")
+    unknown = redirect_url(service, authn_request(service)).replace(f"/{service.svc}/", "/nope/")
+    pages["SSO refused (404)"] = browser.get(unknown)
     pages["resume refused"] = browser.get(f"{service.base}/resume?pending=made-up")
     pages["metadata"] = browser.get(service.entity_id)
     pages["stylesheet"] = browser.get(f"{server.url}/static/idp.css")
@@ -170,6 +171,28 @@ def test_every_kind_of_browser_page_is_hardened(
     pages["logout refused (CSRF)"] = slo_browser.post(f"{server.url}/logout", {})
     assert sso.status_code == 200
 
+    statuses = {name: page.status_code for name, page in pages.items()}
+    assert statuses == {
+        "redirect to login": 303,
+        "login form": 200,
+        "login refused (CSRF)": 400,
+        "login refused (password)": 401,
+        "SSO answer after login": 200,
+        "SSO answer with a session": 200,
+        "IdP-initiated answer": 200,
+        "signed-in page": 200,
+        "SSO refused (400)": 400,
+        "SSO refused (404)": 404,
+        "resume refused": 400,
+        "metadata": 200,
+        "stylesheet": 200,
+        "no such page": 404,
+        "SLO signed-out page": 200,
+        "SLO by POST": 200,
+        "SLO by redirect": 303,
+        "signed-out page": 200,
+        "logout refused (CSRF)": 400,
+    }
     for name, page in pages.items():
         try:
             assert_hardened(page)

@@ -671,7 +671,7 @@ def test_atheris_finds_no_crash_in_the_decoders(tmp_path: Path) -> None:
     seeds, corpus = tmp_path / "seeds", tmp_path / "corpus"
     subprocess.run([sys.executable, harness, "--seeds", seeds], check=True, timeout=120)
     corpus.mkdir()
-    options = ["-max_total_time=10", "-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=1"]
+    options = ["-max_total_time=5", "-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=1"]
     run = subprocess.run(
         [sys.executable, harness, *options, corpus, seeds],
         capture_output=True,
