@@ -36,14 +36,14 @@ from conftest import (
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from saml_core_helpers import key_pair
+from schemathesis.core.parameters import ParameterLocation
 
 import idp.api  # noqa: F401  (importing the API registers every operation)
 from idp.api.openapi import document
 from idp.auth import PERMISSIONS
 
-EXAMPLES = 30  # per operation and phase
+EXAMPLES = 15  # per operation and phase
 RUN_BUDGET_S = 300  # the whole run; CI must stay well under ten minutes
-POOL_EMAILS = [f"pool-{i}@fuzz.example.test" for i in range(5)]
 OWNER_EMAIL = "owner@acme.test"
 # Operations whose success needs what no fuzzer can guess (the owner's password).
 NO_SUCCESS_EXPECTED = {"POST /api/auth/login"}
@@ -64,14 +64,12 @@ ENDPOINT_URL = st.one_of(
     st.builds(lambda h, p, path, q: f"https://{h}{p}{path}{q}", DOMAIN, PORT, PATH, QUERY),
     st.builds(lambda h, p, path, q: f"http://{h}{p}{path}{q}", LOOPBACK, PORT, PATH, QUERY),
 )
+APP_SCHEME = st.sampled_from(["com.example.app", "myapp"])  # mobile and CLI callbacks
 ABSOLUTE_URI = st.one_of(
     ENDPOINT_URL,
     st.builds(lambda h, path: f"http://{h}{path}", DOMAIN, PATH),
-    st.builds(
-        lambda scheme, path: f"{scheme}:{path or '/'}",
-        st.sampled_from(["com.example.app", "myapp", "urn"]),
-        PATH,
-    ),
+    st.builds(lambda scheme, host, path: f"{scheme}://{host}{path}", APP_SCHEME, LABEL, PATH),
+    st.builds(lambda scheme, path: f"{scheme}:/{path.lstrip('/')}", APP_SCHEME, PATH),
 )
 EMAIL = st.one_of(
     st.builds(
@@ -79,7 +77,7 @@ EMAIL = st.one_of(
         st.from_regex(r"[a-zA-Z0-9][a-zA-Z0-9._+-]{0,20}", fullmatch=True),
         DOMAIN,
     ),
-    st.sampled_from([*POOL_EMAILS, OWNER_EMAIL]),  # users that exist: members, conflicts
+    st.just(OWNER_EMAIL),  # a user who exists: conflicts
 )
 PEM_CERTIFICATE = st.sampled_from(
     [
@@ -114,7 +112,7 @@ SAML_CONFIG = {
     "sign_assertions": True,
     "sign_response": False,
 }
-MOSTLY = st.integers(0, 4).map(bool)  # True four times out of five
+MOSTLY = st.sampled_from([True, True, True, True, False])  # four times out of five
 STATUSES: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
 
 
@@ -133,11 +131,12 @@ def server(
 
 @dataclass
 class World:
-    """Resources the fuzzer's ids mostly point at; restored after the fuzzer deletes them."""
+    """Resources the fuzzer's ids mostly point at; restored after the fuzzer uses them up."""
 
     server: Server
     owner: Account
     org: str
+    outsiders: str  # an organization whose users are not members of ``org``
     deadline: float
     ids: dict[str, str] = field(default_factory=dict)
     key: str = ""
@@ -153,9 +152,10 @@ class World:
         return self.server.api("GET", path, self.owner.token).ok
 
     def ensure(self) -> None:
-        """After a deletion: the main service with SAML and a certificate, a plan with the
-        owner's subscription, a plan without any, an API key with every permission and one
-        to be fuzzed."""
+        """After a deletion, a subscription or a new member: the main service with SAML and a
+        certificate, a plan with the owner's subscription, a plan without any, an API key with
+        every permission and one to be fuzzed, a member without a subscription, and a user
+        who is not a member yet."""
         if not self.dirty:
             return
         base = f"/organizations/{self.org}/services"
@@ -165,13 +165,17 @@ class World:
         if not self.exists(f"{here}/saml/certificate"):
             self.call("PUT", f"{here}/saml", json=SAML_CONFIG)
             self.call("POST", f"{here}/saml/certificate")
-        if not any(
-            p["plan"]["id"] == self.ids["plan_id"] for p in self.call("GET", f"{here}/plans")
-        ):
+        plans = self.call("GET", f"{here}/plans")
+        if not any(p["plan"]["id"] == self.ids["plan_id"] for p in plans):
             self.ids["plan_id"] = self._plan(here)
         if not self.exists(f"{here}/api-keys/{self.ids['key_id']}"):
             target = {"name": "target", "permissions": ["read:service"]}
             self.ids["key_id"] = self.call("POST", f"{here}/api-keys", json=target)["id"]
+        if not self.ids["user_id"]:
+            member = self._user(self.org)
+            self.ids["user_id"], self.ids["member_email"] = member["id"], member["email"]
+        if not self.ids["outsider_email"]:
+            self.ids["outsider_email"] = self._user(self.outsiders)["email"]
         self.dirty = False
 
     def _new_service(self, base: str) -> None:
@@ -185,52 +189,72 @@ class World:
         subscription_id = self.call("POST", f"{here}/subscriptions", json=subscription)["id"]
         every = {"name": "fuzz", "permissions": list(PERMISSIONS)}
         self.key = self.call("POST", f"{here}/api-keys", json=every)["key"]
-        members = self.call("GET", f"/organizations/{self.org}/members")["members"]
-        self.ids = {
-            "org": self.org,
-            "svc": svc,
-            "subscription_id": subscription_id,
-            "user_id": members[0]["user_id"],
-            "plan_id": "",
-            "key_id": "",
-        }
+        self.ids = dict.fromkeys(("plan_id", "key_id", "user_id", "member_email"), "")
+        self.ids |= {"org": self.org, "svc": svc, "subscription_id": subscription_id}
+        self.ids.setdefault("outsider_email", "")
 
     def _plan(self, here: str) -> str:
         body = {"name": unique_slug("plan"), "price_cents": 100, "currency": "usd", "features": []}
         plan_id: str = self.call("POST", f"{here}/plans", json=body)["plan"]["id"]
         return plan_id
 
+    def _user(self, org: str) -> dict[str, str]:
+        body = {"email": f"{unique_slug('user')}@fuzz.example.test"}
+        user: dict[str, str] = self.call("POST", f"/organizations/{org}/users", json=body)
+        return user
+
     def aim(self, case: schemathesis.Case, data: st.DataObject) -> None:
-        """Point most path parameters and body ids at existing resources (new containers, so
-        schemathesis judges the changed request again)."""
-        case.path_parameters = {
-            name: self.ids[name]
-            if name in self.ids and data.draw(MOSTLY, label=f"known {name}")
-            else value
+        """In valid requests, point most path parameters and body ids at existing resources,
+        and the emails of new members and subscriptions at users who can take them (new
+        containers, so that schemathesis judges a changed request again)."""
+        meta = case.meta
+        if meta is not None and meta.is_negative_at(ParameterLocation.PATH):
+            return  # leave schemathesis's invalid requests as it made them
+        path = {
+            name: self.ids[name] if name in self.ids and data.draw(MOSTLY, label=name) else value
             for name, value in (case.path_parameters or {}).items()
         }
-        if isinstance(case.body, dict):
-            case.body = {
-                name: self.ids[name]
-                if name in ("plan_id", "user_id")
-                and isinstance(value, str)
-                and data.draw(MOSTLY, label=name)
-                else value
-                for name, value in case.body.items()
-            }
+        if path != case.path_parameters:
+            case.path_parameters = path
+        if not isinstance(case.body, dict) or (
+            meta is not None and meta.is_negative_at(ParameterLocation.BODY)
+        ):
+            return
+        known = {"plan_id": self.ids["plan_id"], "user_id": self.ids["user_id"]}
+        if case.operation.path.endswith("/members"):
+            known["email"] = self.ids["outsider_email"]
+        elif case.operation.path.endswith("/subscriptions"):
+            known["email"] = self.ids["member_email"]
+        body = {
+            name: known[name]
+            if name in known and isinstance(value, str) and data.draw(MOSTLY, label=name)
+            else value
+            for name, value in case.body.items()
+        }
+        if body != case.body:
+            case.body = body
+
+    def used(self, case: schemathesis.Case, status: int) -> None:
+        """Note what a successful request used up, for ``ensure`` to restore."""
+        if status >= 300:
+            return
+        if case.method == "DELETE":
+            self.dirty = True
+        elif case.method == "POST" and case.operation.path.endswith("/subscriptions"):
+            self.ids["user_id"] = ""  # subscribed now
+            self.dirty = True
+        elif case.method == "POST" and case.operation.path.endswith("/members"):
+            self.ids["outsider_email"] = ""  # a member now
+            self.dirty = True
 
 
 @pytest.fixture(scope="module")
 def world(server: Server, owner: Account) -> World:
-    slug = unique_slug("fuzz")
-    response = server.api("POST", "/organizations", owner.token, json={"slug": slug, "name": slug})
-    assert response.status_code == 201, response.text
-    other = unique_slug("pool")
-    assert server.api("POST", "/organizations", owner.token, json={"slug": other, "name": other}).ok
-    for email in POOL_EMAILS:  # users who exist, not yet members of the fuzzed organization
-        body = {"email": email, "password": "pool-password-123"}
-        assert server.api("POST", f"/organizations/{other}/users", owner.token, json=body).ok
-    return World(server, owner, slug, time.monotonic() + RUN_BUDGET_S)
+    slugs = unique_slug("fuzz"), unique_slug("outsiders")
+    for slug in slugs:
+        body = {"slug": slug, "name": slug}
+        assert server.api("POST", "/organizations", owner.token, json=body).status_code == 201
+    return World(server, owner, *slugs, time.monotonic() + RUN_BUDGET_S)
 
 
 def test_the_fuzzed_document_is_the_one_the_server_serves(server: Server) -> None:
@@ -289,7 +313,7 @@ def _fuzz(case: schemathesis.Case, world: World, data: st.DataObject, run: str) 
     }
     response = case.call(**kwargs)
     STATUSES[run][f"{case.method} {case.operation.path}"].add(response.status_code)
-    world.dirty = world.dirty or (case.method == "DELETE" and response.status_code < 300)
+    world.used(case, response.status_code)
     case.validate_response(response, headers=kwargs["headers"], transport_kwargs=kwargs)
 
 
