@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from flask import Flask, Response, jsonify
-from sqlalchemy.exc import OperationalError
+from flask import Flask, Response
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from idp import api, logs, metrics, web
-from idp.api.errors import ApiError
+from idp.api.errors import ApiError, bad_request
 from idp.auth import Passwords
 from idp.runtime import Runtime, runtime
 from idp.sessions import Store, connect
@@ -101,13 +101,17 @@ def _register_health(app: Flask) -> None:
         return {"status": "ready" if ready else "unavailable", **report}, 200 if ready else 503
 
 
-def _unavailable(what: str) -> Response:
-    """503 for a dependency outage, JSON under /api and HTML elsewhere."""
-    message = f"The {what} is unavailable; try again in a few seconds"
+def _failure(error: ApiError, title: str) -> Response:
+    """An error answered as JSON under /api and as an HTML page everywhere else."""
     if api.is_api_request():
-        response = api.error_response(ApiError(503, "unavailable", message))
-    else:
-        response = error_page(503, "Temporarily unavailable", message)
+        return api.error_response(error)
+    return error_page(error.status, title, error.message)
+
+
+def _unavailable(what: str) -> Response:
+    """503 for a dependency outage, with Retry-After."""
+    message = f"The {what} is unavailable; try again in a few seconds"
+    response = _failure(ApiError(503, "unavailable", message), "Temporarily unavailable")
     response.headers["Retry-After"] = RETRY_AFTER_S
     return response
 
@@ -130,11 +134,20 @@ def _register_errors(app: Flask) -> None:
         log.error("database unavailable: %s", exc.orig.__class__.__name__)
         return _unavailable("database")
 
+    @app.errorhandler(IntegrityError)
+    def integrity_error(exc: IntegrityError) -> Response:
+        log.info("integrity conflict: %s", exc.orig.__class__.__name__)
+        conflict = ApiError(409, "conflict", "This conflicts with an existing record")
+        return _failure(conflict, "Conflict")
+
+    @app.errorhandler(DataError)
+    def data_error(exc: DataError) -> Response:
+        log.info("unstorable value: %s", exc.orig.__class__.__name__)
+        return _failure(
+            bad_request("The request holds a value that cannot be stored"), "Bad request"
+        )
+
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         log.exception("unhandled error")
-        if api.is_api_request():
-            response = jsonify({"error": "internal", "message": "Internal error"})
-            response.status_code = 500
-            return response
-        return error_page(500, "Something went wrong", "Please try again later.")
+        return _failure(ApiError(500, "internal", "Internal error"), "Something went wrong")

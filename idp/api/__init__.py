@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import Blueprint, Flask, Response, jsonify, request
-from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from idp.api import (
@@ -20,9 +17,7 @@ from idp.api import (
     services,
     subscriptions,
 )
-from idp.api.errors import ApiError, bad_request
-
-log = logging.getLogger(__name__)
+from idp.api.errors import ApiError
 
 BLUEPRINTS: tuple[Blueprint, ...] = (
     auth.bp,
@@ -83,13 +78,3 @@ def register(app: Flask) -> None:
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint, url_prefix="/api")
     app.register_error_handler(ApiError, error_response)
-
-    @app.errorhandler(IntegrityError)
-    def integrity_error(exc: IntegrityError) -> Response:
-        log.info("integrity conflict: %s", exc.orig.__class__.__name__)
-        return error_response(ApiError(409, "conflict", "This conflicts with an existing record"))
-
-    @app.errorhandler(DataError)
-    def data_error(exc: DataError) -> Response:
-        log.info("unstorable value: %s", exc.orig.__class__.__name__)
-        return error_response(bad_request("The request holds a value the database cannot store"))
