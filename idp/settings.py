@@ -54,11 +54,6 @@ class Settings:
         """True when the public origin is served over TLS."""
         return self.base_url.startswith("https://")
 
-    @property
-    def uses_embedded_database(self) -> bool:
-        """True for the default SQLite file under ./var."""
-        return self.database_url == EMBEDDED_DATABASE_URL
-
 
 def _parse(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
     raw = env.get(name)
