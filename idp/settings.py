@@ -19,6 +19,7 @@ DATA_DIR = Path("var")
 EMBEDDED_DATABASE_URL = f"sqlite:///{DATA_DIR / 'idp.db'}"
 SECRET_FILE = DATA_DIR / "secret.key"
 MIN_SECRET_LENGTH = 32
+MIN_TOKEN_LENGTH = 16
 
 
 class SettingsError(Exception):
@@ -46,8 +47,10 @@ class Settings:
     login_max_failures: int
     login_max_failures_per_ip: int
     login_throttle_window: int
+    pending_per_minute: int
     trusted_proxies: int
     provision_dir: Path | None
+    metrics_token: str | None
 
     @property
     def is_https(self) -> bool:
@@ -99,6 +102,14 @@ def _secret(raw: str) -> bytes:
     if len(raw) < MIN_SECRET_LENGTH:
         raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters")
     return raw.encode()
+
+
+def _token(raw: str) -> str:
+    if len(raw) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"must be at least {MIN_TOKEN_LENGTH} characters")
+    if not raw.isascii() or not raw.isprintable() or " " in raw:
+        raise ValueError("must be printable ASCII without spaces (it is sent in a header)")
+    return raw
 
 
 def _redis_url(raw: str) -> str:
@@ -162,6 +173,8 @@ def load_settings(
         login_max_failures=_parse(env, "IDP_LOGIN_MAX_FAILURES", 5, _positive_int),
         login_max_failures_per_ip=_parse(env, "IDP_LOGIN_MAX_FAILURES_PER_IP", 50, _positive_int),
         login_throttle_window=_parse(env, "IDP_LOGIN_THROTTLE_WINDOW", 900, _positive_int),
+        pending_per_minute=_parse(env, "IDP_PENDING_PER_MINUTE", 600, _positive_int),
         trusted_proxies=_parse(env, "IDP_TRUSTED_PROXIES", 0, _non_negative_int),
         provision_dir=_parse(env, "IDP_PROVISION_DIR", None, Path),
+        metrics_token=_parse(env, "IDP_METRICS_TOKEN", None, _token),
     )

@@ -96,11 +96,12 @@ class Server:
             timeout=120,
         )
 
-    def login(self, email: str, password: str) -> str:
-        """A bearer token for a user, through the API."""
-        response = requests.post(
-            f"{self.url}/api/auth/login", json={"email": email, "password": password}, timeout=10
-        )
+    def login(self, email: str, password: str, organization: str | None = None) -> str:
+        """A bearer token, through the API: an organization's account, or an operator."""
+        body = {"email": email, "password": password}
+        if organization is not None:
+            body["organization"] = organization
+        response = requests.post(f"{self.url}/api/auth/login", json=body, timeout=10)
         response.raise_for_status()
         token: str = response.json()["token"]
         return token
@@ -190,7 +191,8 @@ def server(
 
 @dataclass
 class Account:
-    """A user who can call the API, with their bearer token."""
+    """Someone who can call the API, with their bearer token (an account's, or an
+    operator's for the module's ``owner``)."""
 
     email: str
     password: str
@@ -200,7 +202,8 @@ class Account:
 
 @pytest.fixture(scope="module")
 def owner(server: Server) -> Account:
-    """The owner of organization 'acme', created with ``idp bootstrap``."""
+    """The platform operator, also owner of organization 'acme' (``idp bootstrap --org``);
+    the token is the operator's, which acts as an owner in every organization."""
     email = "owner@acme.test"
     server.cli("bootstrap", "--org", "acme", "--email", email, "--password", OWNER_PASSWORD)
     return Account(email, OWNER_PASSWORD, server.login(email, OWNER_PASSWORD), "acme")
@@ -221,7 +224,7 @@ def org(server: Server, owner: Account) -> str:
 
 
 def add_user(server: Server, token: str, org: str, role: str = "member", **fields: Any) -> Account:
-    """Create a user in an organization through the API and log them in."""
+    """Create an account in an organization through the API and log it in."""
     email = fields.pop("email", f"{unique_slug(role)}@example.test")
     password = fields.pop("password", "user-password-123")
     response = server.api(
@@ -231,4 +234,4 @@ def add_user(server: Server, token: str, org: str, role: str = "member", **field
         json={"email": email, "password": password, "role": role, **fields},
     )
     assert response.status_code == 201, response.text
-    return Account(email, password, server.login(email, password), org)
+    return Account(email, password, server.login(email, password, org), org)

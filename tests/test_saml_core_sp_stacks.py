@@ -93,6 +93,7 @@ def build(
         in_response_to=in_response_to,
         now=issued,
         assertion_ttl=300,
+        authn_context_class=c.AUTHN_PASSWORD_PROTECTED,
     )
     return saml_response, name_id
 

@@ -25,6 +25,7 @@ from saml_core_helpers import (
 from idp.saml import (
     INVALID_NAMEID_POLICY,
     NO_PASSIVE,
+    PASSWORD_SIGN_IN,
     REQUEST_DENIED,
     AuthnRequest,
     LogoutRequest,
@@ -80,6 +81,7 @@ def response_xml(
         in_response_to=in_response_to,
         now=ISSUED,
         assertion_ttl=300,
+        authn_context_class=c.AUTHN_PASSWORD_PROTECTED,
     )
     return etree.fromstring(base64.b64decode(encoded))
 
@@ -314,21 +316,50 @@ def request(**attributes: str) -> AuthnRequest:
 def test_name_id_policy_other_than_unspecified_or_configured_is_answered_invalid() -> None:
     parsed = request()
     sp = sp_config()
-    assert sso_error(parsed, sp, has_session=True) is None
+    assert sso_error(parsed, sp, has_session=True, achievable=PASSWORD_SIGN_IN) is None
     for allowed in (None, c.NAMEID_UNSPECIFIED, c.NAMEID_EMAIL):
-        assert sso_error(replace(parsed, name_id_format=allowed), sp, has_session=True) is None
+        assert (
+            sso_error(
+                replace(parsed, name_id_format=allowed),
+                sp,
+                has_session=True,
+                achievable=PASSWORD_SIGN_IN,
+            )
+            is None
+        )
     assert (
-        sso_error(replace(parsed, name_id_format=c.NAMEID_PERSISTENT), sp, has_session=True)
+        sso_error(
+            replace(parsed, name_id_format=c.NAMEID_PERSISTENT),
+            sp,
+            has_session=True,
+            achievable=PASSWORD_SIGN_IN,
+        )
         is INVALID_NAMEID_POLICY
     )
 
 
 def test_is_passive_without_a_usable_session_is_answered_no_passive() -> None:
     sp = sp_config()
-    assert sso_error(request(IsPassive="true"), sp, has_session=False) is NO_PASSIVE
-    assert sso_error(request(IsPassive="1"), sp, has_session=True) is None
-    assert sso_error(request(IsPassive="1", ForceAuthn="1"), sp, has_session=True) is NO_PASSIVE
-    assert sso_error(request(ForceAuthn="true"), sp, has_session=False) is None
+    assert (
+        sso_error(request(IsPassive="true"), sp, has_session=False, achievable=PASSWORD_SIGN_IN)
+        is NO_PASSIVE
+    )
+    assert (
+        sso_error(request(IsPassive="1"), sp, has_session=True, achievable=PASSWORD_SIGN_IN) is None
+    )
+    assert (
+        sso_error(
+            request(IsPassive="1", ForceAuthn="1"),
+            sp,
+            has_session=True,
+            achievable=PASSWORD_SIGN_IN,
+        )
+        is NO_PASSIVE
+    )
+    assert (
+        sso_error(request(ForceAuthn="true"), sp, has_session=False, achievable=PASSWORD_SIGN_IN)
+        is None
+    )
 
 
 # LogoutResponse ---------------------------------------------------------------------------------

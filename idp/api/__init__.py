@@ -6,6 +6,7 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from idp.api import (
+    accounts,
     analytics,
     api_keys,
     audit,
@@ -17,11 +18,13 @@ from idp.api import (
     services,
     subscriptions,
 )
-from idp.api.errors import ApiError
+from idp.api.errors import ApiError, from_domain
+from idp.domain.errors import DomainError
 
 BLUEPRINTS: tuple[Blueprint, ...] = (
     auth.bp,
     organizations.bp,
+    accounts.bp,
     services.bp,
     plans.bp,
     subscriptions.bp,
@@ -73,8 +76,22 @@ def http_error(exc: HTTPException) -> Response:
     return response
 
 
+def no_store(response: Response) -> Response:
+    """Keep every API answer (tokens, API keys, members) out of caches."""
+    if is_api_request():
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def register(app: Flask) -> None:
     """Mount every API blueprint under /api and install the JSON error model."""
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint, url_prefix="/api")
     app.register_error_handler(ApiError, error_response)
+    app.register_error_handler(DomainError, domain_error_response)
+    app.after_request(no_store)
+
+
+def domain_error_response(error: DomainError) -> Response:
+    """A refusal of the domain layer, answered in the API's JSON model."""
+    return error_response(from_domain(error))

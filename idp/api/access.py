@@ -12,13 +12,16 @@ from idp.api.errors import forbidden, not_found, unauthenticated
 from idp.audit import Actor
 from idp.auth import (
     KEY_PREFIX,
-    MANAGER_ROLES,
+    PLATFORM,
+    PLATFORM_KEY_PREFIX,
+    AccountPrincipal,
     KeyPrincipal,
+    OperatorPrincipal,
     Principal,
-    UserPrincipal,
     authenticate,
-    membership,
 )
+from idp.domain import organizations
+from idp.domain.accounts import MANAGER_ROLES, ROLES
 from idp.runtime import runtime
 from idp.store.models import Organization, Service
 
@@ -26,9 +29,9 @@ MAX_CREDENTIAL_LENGTH = 256
 
 
 class Need(Enum):
-    """The role a user needs: any member, owner/admin, or owner."""
+    """The role an account needs: any account, owner/admin, or owner."""
 
-    READ = ("owner", "admin", "member")
+    READ = ROLES
     MANAGE = MANAGER_ROLES
     OWN = ("owner",)
 
@@ -42,7 +45,8 @@ def authenticate_request() -> None:
     if len(credential) > MAX_CREDENTIAL_LENGTH:
         raise unauthenticated("Invalid, expired or revoked credential")
     db = runtime().db
-    with db.write() if credential.startswith(KEY_PREFIX) else db.read() as session:
+    is_key = credential.startswith((KEY_PREFIX, PLATFORM_KEY_PREFIX))
+    with db.write() if is_key else db.read() as session:
         caller = authenticate(session, credential)
     if caller is None:
         raise unauthenticated("Invalid, expired or revoked credential")
@@ -61,51 +65,70 @@ def actor() -> Actor:
     caller = principal()
     if isinstance(caller, KeyPrincipal):
         return Actor("api_key", caller.key_id)
-    return Actor("user", caller.user.id)
+    if isinstance(caller, AccountPrincipal):
+        return Actor("user", caller.account.id)
+    if isinstance(caller, OperatorPrincipal):
+        return Actor("operator", caller.operator.id)
+    return Actor("platform_key", caller.key_id)
 
 
-def actor_user() -> UserPrincipal:
-    """The caller, who must be a person (not an API key)."""
+def is_platform() -> bool:
+    """True for operators and platform keys, who act in every organization as owners."""
+    return isinstance(principal(), PLATFORM)
+
+
+def require_platform() -> None:
+    """Only operators and platform keys may do this."""
+    if not is_platform():
+        raise forbidden("Only platform operators and platform API keys can do this")
+
+
+def caller_role(org: Organization) -> str:
+    """The caller's role in an organization it may act in (platform callers: owner)."""
     caller = principal()
-    if not isinstance(caller, UserPrincipal):
+    if isinstance(caller, AccountPrincipal) and caller.account.organization_id == org.id:
+        return caller.account.role
+    if isinstance(caller, KeyPrincipal):
         raise forbidden("API keys cannot do this; sign in as a user")
-    return caller
+    return "owner"
 
 
 def organization(
     session: Session, slug: str, need: Need, permission: str | None = None
 ) -> Organization:
-    """The organization, if the caller may act on it with that role or key permission."""
-    org = session.scalar(select(Organization).where(Organization.slug == slug))
+    """The organization, if the caller may act on it with that role or key permission.
+
+    Another organization's accounts and keys are told it does not exist (404).
+    """
+    org = organizations.by_slug(session, slug)
+    missing = not_found(f"Organization '{slug}' not found")
     if org is None:
-        raise not_found(f"Organization '{slug}' not found")
+        raise missing
     caller = principal()
     if isinstance(caller, KeyPrincipal):
         if caller.organization_id != org.id:
-            raise forbidden("This API key belongs to another organization")
+            raise missing
         _check_permission(caller, permission)
-        return org
-    member = membership(session, org.id, caller.user.id)
-    if member is None:
-        raise forbidden(f"You are not a member of organization '{slug}'")
-    if member.role not in need.value:
-        raise forbidden(f"This needs the {_role_words(need)} role in '{slug}'")
+    elif isinstance(caller, AccountPrincipal):
+        if caller.account.organization_id != org.id:
+            raise missing
+        if caller.account.role not in need.value:
+            raise forbidden(f"This needs the {_role_words(need)} role in '{slug}'")
     return org
 
 
 def service(
     session: Session, org_slug: str, svc_slug: str, need: Need, permission: str | None = None
 ) -> tuple[Organization, Service]:
-    """The organization and service, if the caller may act on the service."""
+    """The organization and service, if the caller may act on the service (a service key
+    is told other services do not exist)."""
     org = organization(session, org_slug, need, permission)
     svc = session.scalar(
         select(Service).where(Service.organization_id == org.id, Service.slug == svc_slug)
     )
-    if svc is None:
-        raise not_found(f"Service '{svc_slug}' not found in organization '{org_slug}'")
     caller = principal()
-    if isinstance(caller, KeyPrincipal) and caller.service_id != svc.id:
-        raise forbidden("This API key acts only on its own service")
+    if svc is None or (isinstance(caller, KeyPrincipal) and caller.service_id != svc.id):
+        raise not_found(f"Service '{svc_slug}' not found in organization '{org_slug}'")
     return org, svc
 
 

@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, request
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from idp import audit
 from idp.api import access
 from idp.api.access import Need
-from idp.api.errors import invalid, not_found
+from idp.api.errors import invalid
 from idp.api.openapi import component, nullable, operation, ref
-from idp.api.shapes import TIMESTAMP, iso, text
-from idp.auth import PERMISSIONS, digest, new_api_key
+from idp.api.shapes import TIMESTAMP, text
+from idp.auth import PERMISSIONS
+from idp.domain import api_keys
+from idp.domain.api_keys import MAX_EXPIRY_DAYS, api_key_json, created_json, permission_reason
 from idp.runtime import runtime
-from idp.store.models import ApiKey, Service, utcnow
 
 bp = Blueprint("api_keys", __name__)
 
-MAX_EXPIRY_DAYS = 3650
 LIMIT = {
     "name": "limit",
     "in": "query",
@@ -39,7 +35,7 @@ PERMISSION_LIST = {
     "type": "array",
     "minItems": 1,
     "uniqueItems": True,
-    "items": {"type": "string", "enum": list(PERMISSIONS)},
+    "items": {"type": "string", "enum": list(PERMISSIONS), "x-reason": permission_reason()},
 }
 KEY_FIELDS = {
     "id": {"type": "string"},
@@ -99,19 +95,6 @@ component(
 )
 
 
-def api_key_json(key: ApiKey) -> dict[str, Any]:
-    """ApiKey {id, prefix, name, permissions, expires_at, last_used_at, created_at}: no secret."""
-    return {
-        "id": key.id,
-        "prefix": key.prefix,
-        "name": key.name,
-        "permissions": list(key.permissions),
-        "expires_at": iso(key.expires_at),
-        "last_used_at": iso(key.last_used_at),
-        "created_at": iso(key.created_at),
-    }
-
-
 def query_int(param: dict[str, Any]) -> int:
     """An integer query parameter within the bounds its documentation states, else 400."""
     name, schema = param["name"], param["schema"]
@@ -125,13 +108,6 @@ def query_int(param: dict[str, Any]) -> int:
     return int(raw)
 
 
-def _find_key(session: Session, svc: Service, key_id: str) -> ApiKey:
-    key = session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.service_id == svc.id))
-    if key is None:
-        raise not_found(f"API key '{key_id}' not found in service '{svc.slug}'")
-    return key
-
-
 @operation(
     bp,
     "POST",
@@ -142,36 +118,11 @@ def _find_key(session: Session, svc: Service, key_id: str) -> ApiKey:
     response=ref("ApiKeyCreateResponse"),
 )
 def create_api_key(org: str, svc: str, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """Only the key's SHA-256 digest is stored; the audit trail records neither."""
-    secret, prefix = new_api_key()
-    days = payload.get("expires_in_days")
-    now = utcnow()
+    """Only the key's SHA-256 digest is stored; write:users is refused (400)."""
     with runtime().db.write() as session:
         organization, service = access.service(session, org, svc, Need.MANAGE)
-        key = ApiKey(
-            service_id=service.id,
-            name=payload["name"],
-            prefix=prefix,
-            key_hash=digest(secret),
-            permissions=list(payload["permissions"]),
-            expires_at=None if days is None else now + timedelta(days=int(days)),
-            created_at=now,
-        )
-        session.add(key)
-        session.flush()
-        audit.record(
-            session,
-            access.actor(),
-            "api_key.create",
-            "api_key",
-            key.id,
-            organization_id=organization.id,
-            service_id=service.id,
-            after=api_key_json(key),
-        )
-    created = api_key_json(key)
-    del created["last_used_at"]
-    return {**created, "key": secret}, 201
+        key, secret = api_keys.create(session, access.actor(), organization, service, payload)
+    return created_json(key, secret), 201
 
 
 @operation(
@@ -187,16 +138,8 @@ def list_api_keys(org: str, svc: str) -> dict[str, Any]:
     limit, offset = query_int(LIMIT), query_int(OFFSET)
     with runtime().db.read() as session:
         _, service = access.service(session, org, svc, Need.READ)
-        of_service = ApiKey.service_id == service.id
-        total = session.scalar(select(func.count()).select_from(ApiKey).where(of_service))
-        page = session.scalars(
-            select(ApiKey)
-            .where(of_service)
-            .order_by(ApiKey.created_at.desc(), ApiKey.id)
-            .limit(limit)
-            .offset(offset)
-        )
-        return {"api_keys": [api_key_json(key) for key in page], "total": total or 0}
+        page, total = api_keys.page(session, service, limit, offset)
+        return {"api_keys": [api_key_json(key) for key in page], "total": total}
 
 
 @operation(
@@ -210,7 +153,7 @@ def get_api_key(org: str, svc: str, key_id: str) -> dict[str, Any]:
     """Any member; API keys cannot read keys."""
     with runtime().db.read() as session:
         _, service = access.service(session, org, svc, Need.READ)
-        return api_key_json(_find_key(session, service, key_id))
+        return api_key_json(api_keys.find(session, service, key_id))
 
 
 @operation(
@@ -224,16 +167,5 @@ def delete_api_key(org: str, svc: str, key_id: str) -> tuple[str, int]:
     """The row goes, so the very next use of the key answers 401."""
     with runtime().db.write() as session:
         organization, service = access.service(session, org, svc, Need.MANAGE)
-        key = _find_key(session, service, key_id)
-        audit.record(
-            session,
-            access.actor(),
-            "api_key.delete",
-            "api_key",
-            key.id,
-            organization_id=organization.id,
-            service_id=service.id,
-            before=api_key_json(key),
-        )
-        session.delete(key)
+        api_keys.remove(session, access.actor(), organization, service, key_id)
     return "", 204

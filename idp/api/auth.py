@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import redis
 from flask import Blueprint, g, request
 
-from idp.api.errors import rate_limited, unauthenticated
 from idp.api.openapi import component, operation, ref
-from idp.api.shapes import OPTIONAL_STRING, TIMESTAMP, iso, user_json
-from idp.auth import issue_token, login_subjects, revoke_token, user_by_email
+from idp.api.shapes import OPTIONAL_STRING, TIMESTAMP, iso
+from idp.auth import issue_token, revoke_token
+from idp.domain import login as logins
 from idp.runtime import runtime
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
+from idp.store.models import SLUG_PATTERN, Account, Operator
 
 bp = Blueprint("auth", __name__)
 
@@ -29,6 +24,7 @@ component(
         "properties": {
             "email": {"type": "string", "minLength": 1, "maxLength": 320},
             "password": {"type": "string", "minLength": 1, "maxLength": 1024},
+            "organization": {"type": ["string", "null"], "pattern": SLUG_PATTERN},
         },
     },
 )
@@ -36,13 +32,15 @@ component(
     "UserIdentity",
     {
         "type": "object",
-        "required": ["id", "email", "name", "given_name", "family_name"],
+        "required": ["id", "email", "name", "given_name", "family_name", "organization", "role"],
         "properties": {
             "id": {"type": "string"},
             "email": {"type": "string"},
             "name": OPTIONAL_STRING,
             "given_name": OPTIONAL_STRING,
             "family_name": OPTIONAL_STRING,
+            "organization": OPTIONAL_STRING,
+            "role": {"type": "string", "enum": ["owner", "admin", "member", "operator"]},
         },
     },
 )
@@ -59,48 +57,46 @@ component(
     },
 )
 
-WRONG_CREDENTIALS = "Invalid email or password"
-
 
 @operation(
     bp,
     "POST",
     "/auth/login",
-    summary="Exchange email and password for a bearer token",
+    summary="Exchange email and password (and organization) for a bearer token",
     body="LoginRequest",
     response=ref("LoginResponse"),
     public=True,
 )
 def login(payload: dict[str, Any]) -> dict[str, Any]:
-    """Verify the password (in constant time whether or not the email exists), throttled like
-    the login page and on the same counts."""
+    """With ``organization``, that organization's account; without it, an operator."""
     rt = runtime()
-    email = payload["email"].strip().lower()
-    subjects = login_subjects(rt.settings, email, request.remote_addr)
-    retry_after = _throttled(
-        lambda: rt.store.take_attempt(subjects, rt.settings.login_throttle_window)
+    attempt = logins.Attempt(
+        email=payload["email"],
+        password=payload["password"],
+        organization=payload.get("organization"),
+        address=request.remote_addr or "unknown",
+        via="api",
     )
-    if retry_after:
-        raise rate_limited(retry_after)
-    with rt.db.read() as session:
-        user = user_by_email(session, email)
-    stored = user.password_hash if user else None
-    if not rt.passwords.verify(stored, payload["password"]) or user is None:
-        raise unauthenticated(WRONG_CREDENTIALS)
-    _throttled(lambda: rt.store.login_succeeded(*subjects))
+    subject = logins.sign_in(rt, attempt, throttle_required=False)
     with rt.db.write() as session:
-        token, expires_at = issue_token(session, user, rt.settings.api_token_ttl)
-    return {"token": token, "expires_at": iso(expires_at), "user": user_json(user)}
+        token, expires_at = issue_token(session, subject, rt.settings.api_token_ttl)
+    return {"token": token, "expires_at": iso(expires_at), "user": _identity(subject, attempt)}
 
 
-def _throttled(step: Callable[[], T]) -> T | None:
-    """A throttle step; during a Redis outage the API login goes on unthrottled (the admin API
-    keeps working without Redis, and the login page, which needs it, answers 503)."""
-    try:
-        return step()
-    except redis.RedisError as exc:
-        log.warning("login throttle unavailable: %s", exc.__class__.__name__)
-        return None
+def _identity(subject: Account | Operator, attempt: logins.Attempt) -> dict[str, Any]:
+    if isinstance(subject, Operator):
+        profile = {"name": None, "given_name": None, "family_name": None}
+        return {"id": subject.id, "email": subject.email, **profile, "organization": None,
+                "role": "operator"}
+    return {
+        "id": subject.id,
+        "email": subject.email,
+        "name": subject.name,
+        "given_name": subject.given_name,
+        "family_name": subject.family_name,
+        "organization": attempt.organization,
+        "role": subject.role,
+    }
 
 
 @operation(bp, "POST", "/auth/logout", summary="Revoke the bearer token of this request", ok=204)

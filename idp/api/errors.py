@@ -7,6 +7,18 @@ from contextlib import contextmanager
 
 from sqlalchemy.exc import IntegrityError
 
+from idp.domain.errors import DomainError, Throttled
+
+STATUS_OF_CODE = {
+    "invalid_request": 400,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "limit_reached": 409,
+    "rate_limited": 429,
+}
+
 
 class ApiError(Exception):
     """An error answered as JSON with a status, a code and a message."""
@@ -86,3 +98,10 @@ def conflict_on_duplicate(message: str) -> Iterator[None]:
         yield
     except IntegrityError:
         raise conflict(message) from None
+
+
+def from_domain(error: DomainError) -> ApiError:
+    """The API's answer to a refusal of the domain layer."""
+    if isinstance(error, Throttled):
+        return rate_limited(error.retry_after)
+    return ApiError(STATUS_OF_CODE[error.code], error.code, error.message, error.details)

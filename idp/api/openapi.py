@@ -13,7 +13,7 @@ from flask import Blueprint, request
 
 from idp.api.access import authenticate_request
 from idp.api.errors import bad_request, invalid, not_found
-from idp.api.validation import validate
+from idp.api.validation import check_depth, too_deep, validate
 
 View = Callable[..., Any]
 
@@ -101,9 +101,13 @@ def _check_query_names(query: tuple[dict[str, Any], ...]) -> None:
 
 
 def _json_body() -> Any:
-    payload = request.get_json(silent=True, force=True)
+    try:
+        payload = request.get_json(silent=True, force=True)
+    except RecursionError:  # the parser recurses once per array or object
+        raise too_deep() from None
     if payload is None:
         raise bad_request("The request body must be a JSON object")
+    check_depth(payload)
     try:  # JSON may escape unpaired surrogates, which no database or response can encode
         json.dumps(payload, ensure_ascii=False).encode()
     except UnicodeEncodeError:

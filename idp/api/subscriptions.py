@@ -1,24 +1,20 @@
-"""Subscriptions of members to a service's plans: at most one active per user and service."""
+"""Subscriptions of an organization's accounts to a service's plans (one active per service)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from flask import Blueprint
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from idp import audit
 from idp.api import access
 from idp.api.access import Need
-from idp.api.errors import conflict_on_duplicate, not_found
+from idp.api.accounts import EMAIL
+from idp.api.errors import conflict_on_duplicate
 from idp.api.openapi import component, operation, ref
-from idp.api.organizations import EMAIL
-from idp.api.plans import find_plan
-from idp.api.shapes import TIMESTAMP, iso
-from idp.auth import membership
+from idp.api.shapes import TIMESTAMP
+from idp.domain import subscriptions
+from idp.domain.subscriptions import ALREADY_ACTIVE, subscription_json
 from idp.runtime import runtime
-from idp.store.models import Organization, Subscription, User, utcnow
 
 bp = Blueprint("subscriptions", __name__)
 
@@ -67,68 +63,23 @@ component(
 )
 
 
-def subscription_json(sub: Subscription) -> dict[str, Any]:
-    """Subscription {id, user_id, plan_id, status, created_at}."""
-    return {
-        "id": sub.id,
-        "user_id": sub.user_id,
-        "plan_id": sub.plan_id,
-        "status": sub.status,
-        "created_at": iso(sub.created_at),
-    }
-
-
-def _member(session: Session, org: Organization, payload: dict[str, Any]) -> User:
-    """The user the body names, who must be a member of the organization (else 404)."""
-    if "user_id" in payload:
-        user = session.get(User, payload["user_id"])
-    else:
-        email = payload["email"].strip().lower()
-        user = session.scalar(select(User).where(User.email == email))
-    if user is None or membership(session, org.id, user.id) is None:
-        raise not_found(f"No member of organization '{org.slug}' has that user_id or email")
-    return user
-
-
 @operation(
     bp,
     "POST",
     "/organizations/<org>/services/<svc>/subscriptions",
-    summary="Subscribe a member to a plan (owner/admin, or a key with write:subscriptions)",
+    summary="Subscribe an account to a plan (owner/admin, or a key with write:subscriptions)",
     ok=201,
     body="CreateSubscription",
     response=ref("Subscription"),
 )
 def create_subscription(org: str, svc: str, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """409 when the user already has an active subscription to this service.
-
-    The insert's foreign-key check holds the plan row until commit, so a racing plan delete
-    (which locks the plan before counting its subscriptions) either sees this subscription
-    or removes the plan first (then this insert fails: 409).
-    """
-    with (
-        conflict_on_duplicate("This user already has an active subscription to this service"),
-        runtime().db.write() as session,
-    ):
+    """404 for an account of no or another organization; 409 when the account is disabled or
+    already has an active subscription to this service (a racing insert too, at commit)."""
+    with conflict_on_duplicate(ALREADY_ACTIVE), runtime().db.write() as session:
         organization, service = access.service(
             session, org, svc, Need.MANAGE, "write:subscriptions"
         )
-        plan = find_plan(session, service, payload["plan_id"])
-        user = _member(session, organization, payload)
-        sub = Subscription(service_id=service.id, user_id=user.id, plan_id=plan.id)
-        session.add(sub)
-        session.flush()
-        audit.record(
-            session,
-            access.actor(),
-            "subscription.create",
-            "subscription",
-            sub.id,
-            organization_id=organization.id,
-            service_id=service.id,
-            user_id=user.id,
-            after=subscription_json(sub),
-        )
+        sub = subscriptions.create(session, access.actor(), organization, service, payload)
     runtime().store.announce_change(f"{org}/{svc}")
     return subscription_json(sub), 201
 
@@ -144,12 +95,8 @@ def list_subscriptions(org: str, svc: str) -> dict[str, Any]:
     """Any member, or a key of this service with read:subscriptions."""
     with runtime().db.read() as session:
         _, service = access.service(session, org, svc, Need.READ, "read:subscriptions")
-        query = (
-            select(Subscription)
-            .where(Subscription.service_id == service.id)
-            .order_by(Subscription.created_at, Subscription.id)
-        )
-        return {"subscriptions": [subscription_json(sub) for sub in session.scalars(query)]}
+        listed = subscriptions.listing(session, service)
+        return {"subscriptions": [subscription_json(sub) for sub in listed]}
 
 
 @operation(
@@ -165,27 +112,6 @@ def cancel_subscription(org: str, svc: str, subscription_id: str) -> tuple[str, 
         organization, service = access.service(
             session, org, svc, Need.MANAGE, "write:subscriptions"
         )
-        sub = session.scalar(
-            select(Subscription).where(
-                Subscription.id == subscription_id, Subscription.service_id == service.id
-            )
-        )
-        if sub is None:
-            raise not_found(f"Subscription '{subscription_id}' not found in service '{svc}'")
-        if sub.status == "active":
-            before = subscription_json(sub)
-            sub.status, sub.cancelled_at = "cancelled", utcnow()
-            audit.record(
-                session,
-                access.actor(),
-                "subscription.cancel",
-                "subscription",
-                sub.id,
-                organization_id=organization.id,
-                service_id=service.id,
-                user_id=sub.user_id,
-                before=before,
-                after=subscription_json(sub),
-            )
+        subscriptions.cancel(session, access.actor(), organization, service, subscription_id)
     runtime().store.announce_change(f"{org}/{svc}")
     return "", 204

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import string
+import unicodedata
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
@@ -13,10 +15,16 @@ from cryptography import x509
 from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError
 
-from idp.api.errors import invalid
+from idp.api.errors import ApiError, invalid
 
 FORMATS = FormatChecker(formats=())
 LOOPBACK_NAMES = ("localhost",)
+ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-")
+MAX_EMAIL_LENGTH = 320
+MAX_LOCAL_LENGTH = 64
+MAX_LABEL_LENGTH = 63
+LABEL_ASCII = frozenset(string.ascii_letters + string.digits + "-")
+MAX_DEPTH = 32  # arrays and objects nested in a request body
 
 
 def check_absolute_uri(value: object) -> bool:
@@ -72,14 +80,44 @@ def check_pem_certificate(value: object) -> bool:
     return True
 
 
-def check_email(value: object) -> bool:
-    """A plausible mailbox: one @, a non-empty local part and a dotted domain."""
-    if not isinstance(value, str):
-        return True
+def _is_intl_letter(char: str) -> bool:
+    """A non-ASCII letter, or a combining mark (which many scripts write letters with)."""
+    return not char.isascii() and unicodedata.category(char)[0] in "LM"
+
+
+def _is_atom(atom: str) -> bool:
+    """RFC 5322 atext, plus non-ASCII letters (internationalized mailboxes)."""
+    return bool(atom) and all(c in ATEXT or _is_intl_letter(c) for c in atom)
+
+
+def _is_label(label: str) -> bool:
+    """A DNS label: ASCII letters and digits, non-ASCII letters, and inner hyphens."""
+    if not 0 < len(label) <= MAX_LABEL_LENGTH or label[0] == "-" or label[-1] == "-":
+        return False
+    return all(c in LABEL_ASCII or _is_intl_letter(c) for c in label)
+
+
+def is_email(value: str) -> bool:
+    """A practical mailbox: dot-separated atoms, @, and a domain of two or more labels.
+
+    No quoted local parts, comments or IP literals (nor a numeric top-level label);
+    at most 320 characters, 64 before the @.
+    """
     local, _, domain = value.rpartition("@")
-    if not local or "." not in domain or domain.startswith(".") or domain.endswith("."):
-        raise ValueError("must be an email address")
-    if any(c.isspace() or c < " " or c == "\x7f" for c in value):  # nor control characters
+    if len(value) > MAX_EMAIL_LENGTH or len(local) > MAX_LOCAL_LENGTH:
+        return False
+    labels = domain.split(".")
+    return (
+        all(_is_atom(atom) for atom in local.split("."))
+        and len(labels) >= 2
+        and all(_is_label(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
+def check_email(value: object) -> bool:
+    """The ``email`` format: see is_email."""
+    if isinstance(value, str) and not is_email(value):
         raise ValueError("must be an email address")
     return True
 
@@ -192,8 +230,36 @@ def _field(error: ValidationError) -> tuple[str, str]:
     return field, reason
 
 
+def nesting_depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """How deeply arrays and objects nest in a JSON value; counted without recursion, and
+    only up to one level past ``limit``."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= limit:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def too_deep() -> ApiError:
+    """400: a body nested deeper than MAX_DEPTH."""
+    return invalid(
+        {"body": f"must not nest arrays and objects deeper than {MAX_DEPTH} levels"},
+        "The request body is nested too deeply",
+    )
+
+
+def check_depth(payload: Any) -> None:
+    """Refuse a body nested deeper than MAX_DEPTH, before anything walks it recursively."""
+    if nesting_depth(payload) > MAX_DEPTH:
+        raise too_deep()
+
+
 def validate(payload: Any, schema: dict[str, Any]) -> dict[str, Any]:
     """Check a JSON body against a schema; raise a 400 with a reason per field."""
+    check_depth(payload)
     validator = Validator(schema, format_checker=FORMATS)
     details: dict[str, str] = {}
     for error in sorted(

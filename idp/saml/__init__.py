@@ -11,28 +11,40 @@ SP-initiated SSO (``/sso``)
      request ID is wanted before the SP's configuration is at hand.
   3. Replay: ``SET NX EX`` on ``authn.id`` in the web layer's replay cache; if it was seen,
      refuse like a :class:`SamlRefusal` with reason ``replay``.
-  4. ``error = sso_error(authn, sp, has_session=...)``; if not None, post
+  4. ``error = sso_error(authn, sp, has_session=..., achievable=PASSWORD_SIGN_IN)``
+     (``achievable``: every class a sign-in here could reach, ``SECOND_FACTOR_SIGN_IN`` once
+     the user can use a second factor); if not None, post
      ``error_response(error, ..., in_response_to=authn.id)`` to ``sp.acs_url``.
-  5. Make the user log in when there is no session or ``authn.force_authn``.
+  5. Make the user log in when there is no session, or ``authn.force_authn``, or
+     ``authn.subject`` is set and ``subject_matches(authn.subject, issued, user.email)`` is
+     false (``issued``: the NameID step 6 gives the signed-in user), or the session's
+     ``achieved`` classes (``PASSWORD_SIGN_IN`` after a password, ``SECOND_FACTOR_SIGN_IN``
+     after a second factor) give ``choose_class(authn.requested_context, achieved) is None``.
+     When ``authn.is_passive``, answer ``NO_PASSIVE`` as in step 4 instead.
   6. ``name_id = make_name_id(sp.name_id_format, ...)``, or the NameID the session already
      holds for this SP (a transient NameID is random on every call).
-  7. Post ``sso_response(..., in_response_to=authn.id)`` as ``SAMLResponse`` with
+  7. Post ``sso_response(..., in_response_to=authn.id, authn_context_class=chosen)``, with
+     ``chosen = choose_class(authn.requested_context, achieved)``, as ``SAMLResponse`` with
      ``message.relay_state`` (unchanged) as ``RelayState`` to ``sp.acs_url``.
 
 IdP-initiated SSO (``/init``): ``check_relay_state(request.args.get("RelayState"))``, then
-steps 5 to 7 with ``in_response_to=None``.
+steps 5 to 7 with ``in_response_to=None`` and ``chosen = choose_class(None, achieved)``.
 
 Single Logout (``/slo``)
   1. Decode as in SSO step 1.
   2. ``logout = parse_logout_request(message, sp, idp, now=now, clock_skew=skew)``.
-  3. End the IdP session. With ``sp.slo_url``: when ``message.binding == BINDING_REDIRECT``
+  3. If the browser's session gave this SP a NameID and SessionIndex and
+     ``logout_matches(logout, name_id, session_index)`` is false, keep the session and answer
+     with ``status=UNKNOWN_PRINCIPAL``; otherwise end the IdP session and answer Success
+     (``status=None``). With ``sp.slo_url``: when ``message.binding == BINDING_REDIRECT``
      redirect to ``logout_response_redirect(...)``, else post ``logout_response_post(...)``
      as ``SAMLResponse`` (with ``RelayState``) to ``sp.slo_url``.
 
 A received message that must not be acted on raises :class:`SamlRefusal` (``reason`` for
 metrics, ``message`` for the HTML page, status 400); nothing else escapes the decoders and
-parsers. Policy answers (NoPassive, InvalidNameIDPolicy, RequestDenied) are
-:class:`ErrorStatus` values answered to the SP as a signed error Response.
+parsers. Policy answers (NoPassive, InvalidNameIDPolicy, NoAuthnContext, RequestDenied) are
+:class:`ErrorStatus` values answered to the SP as a signed error Response; UnknownPrincipal
+is answered in a LogoutResponse.
 """
 
 from __future__ import annotations
@@ -43,6 +55,12 @@ from datetime import datetime
 from lxml import etree
 
 from idp.saml.attributes import UserInfo
+from idp.saml.authn_context import (
+    PASSWORD_SIGN_IN,
+    SECOND_FACTOR_SIGN_IN,
+    RequestedContext,
+    choose_class,
+)
 from idp.saml.bindings import (
     ReceivedMessage,
     check_relay_state,
@@ -54,12 +72,19 @@ from idp.saml.bindings import (
 from idp.saml.config import IdpEndpoints, SpConfig
 from idp.saml.constants import BINDING_POST, BINDING_REDIRECT
 from idp.saml.errors import SamlRefusal
-from idp.saml.logout import build_logout_response
-from idp.saml.nameid import NameId, make_name_id
+from idp.saml.logout import build_logout_response, logout_matches
+from idp.saml.nameid import NameId, make_name_id, subject_matches
 from idp.saml.requests import AuthnRequest, LogoutRequest, read_authn_request, read_logout_request
 from idp.saml.response import build_error_response, build_response
 from idp.saml.signing import SigningKey
-from idp.saml.status import INVALID_NAMEID_POLICY, NO_PASSIVE, REQUEST_DENIED, ErrorStatus
+from idp.saml.status import (
+    INVALID_NAMEID_POLICY,
+    NO_AUTHN_CONTEXT,
+    NO_PASSIVE,
+    REQUEST_DENIED,
+    UNKNOWN_PRINCIPAL,
+    ErrorStatus,
+)
 from idp.saml.validation import (
     check_authn_request,
     check_issuer,
@@ -73,8 +98,12 @@ __all__ = [
     "BINDING_POST",
     "BINDING_REDIRECT",
     "INVALID_NAMEID_POLICY",
+    "NO_AUTHN_CONTEXT",
     "NO_PASSIVE",
+    "PASSWORD_SIGN_IN",
     "REQUEST_DENIED",
+    "SECOND_FACTOR_SIGN_IN",
+    "UNKNOWN_PRINCIPAL",
     "AuthnRequest",
     "ErrorStatus",
     "IdpEndpoints",
@@ -82,15 +111,18 @@ __all__ = [
     "NameId",
     "ReadAuthnRequest",
     "ReceivedMessage",
+    "RequestedContext",
     "SamlRefusal",
     "SigningKey",
     "SpConfig",
     "UserInfo",
     "check_authn",
     "check_relay_state",
+    "choose_class",
     "decode_post",
     "decode_redirect",
     "error_response",
+    "logout_matches",
     "logout_response_post",
     "logout_response_redirect",
     "make_name_id",
@@ -99,6 +131,7 @@ __all__ = [
     "read_authn",
     "sso_error",
     "sso_response",
+    "subject_matches",
 ]
 
 
@@ -157,8 +190,12 @@ def sso_response(
     in_response_to: str | None,
     now: datetime,
     assertion_ttl: int,
+    authn_context_class: str,
 ) -> str:
-    """The base64 ``SAMLResponse`` carrying the user's signed assertion to ``sp.acs_url``."""
+    """The base64 ``SAMLResponse`` carrying the user's signed assertion to ``sp.acs_url``.
+
+    ``authn_context_class`` is the AuthnContextClassRef asserted (see :func:`choose_class`).
+    """
     return encode_post(
         build_response(
             sp=sp,
@@ -172,6 +209,7 @@ def sso_response(
             in_response_to=in_response_to,
             now=now,
             assertion_ttl=assertion_ttl,
+            authn_context_class=authn_context_class,
         )
     )
 
@@ -199,18 +237,35 @@ def logout_response_redirect(
     key: SigningKey,
     relay_state: str | None,
     now: datetime,
+    status: ErrorStatus | None = None,
 ) -> str:
-    """The URL at ``sp.slo_url`` carrying a LogoutResponse, its query signed (SigAlg/Signature)."""
+    """The URL at ``sp.slo_url`` carrying a LogoutResponse, its query signed (SigAlg/Signature).
+
+    Its status is Success, or ``status`` (e.g. ``UNKNOWN_PRINCIPAL``).
+    """
     destination = _slo_url(sp)
-    response = build_logout_response(request, idp=idp, destination=destination, now=now)
+    response = build_logout_response(
+        request, idp=idp, destination=destination, now=now, status=status
+    )
     return redirect_url(destination, "SAMLResponse", etree.tostring(response), relay_state, key)
 
 
 def logout_response_post(
-    request: LogoutRequest, *, sp: SpConfig, idp: IdpEndpoints, key: SigningKey, now: datetime
+    request: LogoutRequest,
+    *,
+    sp: SpConfig,
+    idp: IdpEndpoints,
+    key: SigningKey,
+    now: datetime,
+    status: ErrorStatus | None = None,
 ) -> str:
-    """The base64 ``SAMLResponse`` of a LogoutResponse with an enveloped signature."""
-    response = build_logout_response(request, idp=idp, destination=_slo_url(sp), now=now)
+    """The base64 ``SAMLResponse`` of a LogoutResponse with an enveloped signature.
+
+    Its status is Success, or ``status`` (e.g. ``UNKNOWN_PRINCIPAL``).
+    """
+    response = build_logout_response(
+        request, idp=idp, destination=_slo_url(sp), now=now, status=status
+    )
     key.sign(response)
     return encode_post(etree.tostring(response))
 

@@ -57,3 +57,24 @@ def persistent_value(secret: bytes, user_id: str, sp_entity_id: str) -> str:
     message = PERSISTENT_LABEL + user_id.encode() + b"\x00" + sp_entity_id.encode()
     digest = hmac.new(secret, message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def subject_matches(subject: NameId, issued: NameId, email: str) -> bool:
+    """Whether an AuthnRequest's Subject names the signed-in user.
+
+    True when its value is the NameID the IdP asserts to this SP (``issued``, compared
+    exactly), or, for an emailAddress or unspecified Subject, the user's ``email`` (compared
+    case-insensitively, surrounding whitespace ignored). An empty Subject matches nobody.
+    """
+    if not subject.value:
+        return False
+    if values_equal(subject.value, issued.value):
+        return True
+    if subject.format not in (c.NAMEID_EMAIL, c.NAMEID_UNSPECIFIED):
+        return False
+    return values_equal(subject.value.strip().lower(), email.strip().lower())
+
+
+def values_equal(received: str, expected: str) -> bool:
+    """A constant-time comparison (of UTF-8 bytes: ``compare_digest`` takes ASCII ``str`` only)."""
+    return hmac.compare_digest(received.encode(), expected.encode())

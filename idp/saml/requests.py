@@ -8,6 +8,7 @@ from datetime import datetime
 from lxml import etree
 
 from idp.saml import constants as c
+from idp.saml.authn_context import COMPARISONS, EXACT, RequestedContext
 from idp.saml.errors import SamlRefusal, quoted
 from idp.saml.nameid import NameId
 from idp.saml.xml import boolean, parse_instant, text
@@ -19,6 +20,10 @@ ISSUER = f"{{{c.SAML_NS}}}Issuer"
 NAMEID_POLICY = f"{{{c.SAMLP_NS}}}NameIDPolicy"
 NAMEID = f"{{{c.SAML_NS}}}NameID"
 SESSION_INDEX = f"{{{c.SAMLP_NS}}}SessionIndex"
+SUBJECT = f"{{{c.SAML_NS}}}Subject"
+REQUESTED_AUTHN_CONTEXT = f"{{{c.SAMLP_NS}}}RequestedAuthnContext"
+AUTHN_CONTEXT_CLASS_REF = f"{{{c.SAML_NS}}}AuthnContextClassRef"
+AUTHN_CONTEXT_DECL_REF = f"{{{c.SAML_NS}}}AuthnContextDeclRef"
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,8 @@ class AuthnRequest:
     force_authn: bool
     is_passive: bool
     name_id_format: str | None
+    subject: NameId | None
+    requested_context: RequestedContext | None
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,8 @@ def read_authn_request(root: etree._Element) -> AuthnRequest:
         force_authn=boolean(root, "ForceAuthn"),
         is_passive=boolean(root, "IsPassive"),
         name_id_format=None if policy is None else policy.get("Format"),
+        subject=_subject(root),
+        requested_context=_requested_context(root),
     )
 
 
@@ -83,13 +92,49 @@ def read_logout_request(root: etree._Element) -> LogoutRequest:
         not_on_or_after=None
         if not_on_or_after is None
         else parse_instant(not_on_or_after, "NotOnOrAfter"),
-        name_id=NameId(
-            value=text(name_id),
-            format=name_id.get("Format") or c.NAMEID_UNSPECIFIED,
-            name_qualifier=name_id.get("NameQualifier"),
-            sp_name_qualifier=name_id.get("SPNameQualifier"),
-        ),
+        name_id=_name_id(name_id),
         session_indexes=tuple(text(index) for index in root.findall(SESSION_INDEX)),
+    )
+
+
+def _subject(root: etree._Element) -> NameId | None:
+    """The AuthnRequest's Subject, which must name the user by a plain NameID."""
+    subject = _at_most_one(root, SUBJECT)
+    if subject is None:
+        return None
+    name_id = _at_most_one(subject, NAMEID)
+    if name_id is None:
+        raise SamlRefusal(
+            "malformed",
+            "The AuthnRequest's Subject has no plain NameID "
+            "(encrypted and base IDs are not supported).",
+        )
+    return _name_id(name_id)
+
+
+def _requested_context(root: etree._Element) -> RequestedContext | None:
+    context = _at_most_one(root, REQUESTED_AUTHN_CONTEXT)
+    if context is None:
+        return None
+    comparison = context.get("Comparison", EXACT)
+    if comparison not in COMPARISONS:
+        raise SamlRefusal(
+            "malformed",
+            f"The RequestedAuthnContext Comparison {quoted(comparison)} is not one of "
+            "exact, minimum, better or maximum.",
+        )
+    class_refs = tuple(text(ref) for ref in context.findall(AUTHN_CONTEXT_CLASS_REF))
+    if not class_refs and context.find(AUTHN_CONTEXT_DECL_REF) is None:
+        raise SamlRefusal("malformed", "The RequestedAuthnContext names no authentication context.")
+    return RequestedContext(comparison, class_refs)
+
+
+def _name_id(element: etree._Element) -> NameId:
+    return NameId(
+        value=text(element),
+        format=element.get("Format") or c.NAMEID_UNSPECIFIED,
+        name_qualifier=element.get("NameQualifier"),
+        sp_name_qualifier=element.get("SPNameQualifier"),
     )
 
 

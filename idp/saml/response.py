@@ -72,8 +72,12 @@ def build_response(
     in_response_to: str | None,
     now: datetime,
     assertion_ttl: int,
+    authn_context_class: str,
 ) -> bytes:
-    """A successful Response to ``sp.acs_url``, signed as the SP's flags say."""
+    """A successful Response to ``sp.acs_url``, signed as the SP's flags say.
+
+    ``authn_context_class`` is the AuthnContextClassRef asserted (see ``choose_class``).
+    """
     now = now.replace(microsecond=0)
     issued = format_instant(now)
     expires = format_instant(now + timedelta(seconds=assertion_ttl))
@@ -95,7 +99,7 @@ def build_response(
     statement.set("SessionIndex", session_index)
     statement.set("SessionNotOnOrAfter", format_instant(session_not_on_or_after))
     context = etree.SubElement(statement, _a("AuthnContext"))
-    etree.SubElement(context, _a("AuthnContextClassRef")).text = c.AUTHN_PASSWORD_PROTECTED
+    etree.SubElement(context, _a("AuthnContextClassRef")).text = authn_context_class
     _attribute_statement(assertion, user, sp)
     if sp.sign_assertions:
         key.sign(assertion)

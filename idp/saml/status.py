@@ -1,4 +1,4 @@
-"""SAML error statuses answered to the SP's ACS (not refusals: the SP asked a fair question)."""
+"""SAML error statuses answered to the SP (not refusals: the SP asked a fair question)."""
 
 from __future__ import annotations
 
@@ -30,4 +30,14 @@ REQUEST_DENIED = ErrorStatus(
     c.STATUS_RESPONDER,
     c.STATUS_REQUEST_DENIED,
     "The user may not sign in to this service.",
+)
+NO_AUTHN_CONTEXT = ErrorStatus(
+    c.STATUS_RESPONDER,
+    c.STATUS_NO_AUTHN_CONTEXT,
+    "The service asks for a kind of authentication this IdP cannot provide.",
+)
+UNKNOWN_PRINCIPAL = ErrorStatus(
+    c.STATUS_REQUESTER,
+    c.STATUS_UNKNOWN_PRINCIPAL,
+    "The logout request names a user or session that is not signed in here.",
 )

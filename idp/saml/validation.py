@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from lxml import etree
 
 from idp.saml import constants as c
+from idp.saml.authn_context import choose_class
 from idp.saml.bindings import ReceivedMessage
 from idp.saml.config import IdpEndpoints, SpConfig
 from idp.saml.errors import SamlRefusal, quoted
 from idp.saml.requests import AuthnRequest, LogoutRequest
 from idp.saml.signing import is_signed, verify_enveloped, verify_query
-from idp.saml.status import INVALID_NAMEID_POLICY, NO_PASSIVE, ErrorStatus
+from idp.saml.status import INVALID_NAMEID_POLICY, NO_AUTHN_CONTEXT, NO_PASSIVE, ErrorStatus
 from idp.saml.xml import format_instant
 
 
@@ -87,16 +89,22 @@ def check_signature(message: ReceivedMessage, root: etree._Element, sp: SpConfig
         verify_enveloped(root, sp.sp_certificate)
 
 
-def sso_error(request: AuthnRequest, sp: SpConfig, *, has_session: bool) -> ErrorStatus | None:
-    """The SAML error to answer at the ACS instead of signing in, if any.
+def sso_error(
+    request: AuthnRequest, sp: SpConfig, *, has_session: bool, achievable: Sequence[str]
+) -> ErrorStatus | None:
+    """The SAML error to answer at the ACS instead of signing in, if any, in this order.
 
     InvalidNameIDPolicy when NameIDPolicy/@Format is neither unspecified nor the configured
-    format; NoPassive when IsPassive and the user would have to log in (no session, or
-    ForceAuthn asks for a fresh login).
+    format; NoAuthnContext when the RequestedAuthnContext fits none of the ``achievable``
+    classes (every class any sign-in at this IdP could achieve for the request, e.g.
+    ``PASSWORD_SIGN_IN``); NoPassive when IsPassive and the user would have to log in (no
+    session, or ForceAuthn asks for a fresh login).
     """
     requested = request.name_id_format
     if requested not in (None, c.NAMEID_UNSPECIFIED, sp.name_id_format):
         return INVALID_NAMEID_POLICY
+    if choose_class(request.requested_context, achievable) is None:
+        return NO_AUTHN_CONTEXT
     if request.is_passive and (not has_session or request.force_authn):
         return NO_PASSIVE
     return None

@@ -21,7 +21,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -73,22 +73,8 @@ class Base(DeclarativeBase):
     }
 
 
-class User(Base):
-    """A person who can sign in; global across organizations."""
-
-    __tablename__ = "users"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
-    name: Mapped[str | None] = mapped_column(String(200))
-    given_name: Mapped[str | None] = mapped_column(String(200))
-    family_name: Mapped[str | None] = mapped_column(String(200))
-    password_hash: Mapped[str | None] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
 class Organization(Base):
-    """A tenant: owns services and has members."""
+    """A tenant: owns its accounts and its services."""
 
     __tablename__ = "organizations"
 
@@ -98,33 +84,72 @@ class Organization(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Membership(Base):
-    """A user's role (and groups) in one organization."""
+class Account(Base):
+    """A person's account in one organization: profile, role, groups and password.
 
-    __tablename__ = "memberships"
+    The same email in two organizations names two unrelated accounts. ``generation`` grows
+    whenever the account's sign-ins must end (password change, disabling, factor reset): a
+    sign-in remembers the generation it was made under and is void once it differs.
+    """
 
+    __tablename__ = "accounts"
+    __table_args__ = (UniqueConstraint("organization_id", "email", name="uq_accounts_org_email"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     organization_id: Mapped[str] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+        ForeignKey("organizations.id", ondelete="CASCADE")
     )
-    user_id: Mapped[str] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
-    )
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(200))
+    given_name: Mapped[str | None] = mapped_column(String(200))
+    family_name: Mapped[str | None] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16))
     groups: Mapped[list[str]] = mapped_column(default=list)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    generation: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
-    user: Mapped[User] = relationship(lazy="joined")
+
+class Operator(Base):
+    """A platform operator: outside every organization, with owner rights in all of them."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AuthToken(Base):
-    """A bearer token from POST /api/auth/login, stored as its SHA-256 digest."""
+    """A bearer token from POST /api/auth/login (an account's or an operator's), as a digest."""
 
     __tablename__ = "auth_tokens"
 
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[str | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    operator_id: Mapped[str | None] = mapped_column(
+        ForeignKey("operators.id", ondelete="CASCADE"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
+
+
+class PlatformKey(Base):
+    """A platform API key (the main backend's), stored as the SHA-256 digest of the key."""
+
+    __tablename__ = "platform_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    last_used_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Service(Base):
@@ -164,14 +189,14 @@ class Plan(Base):
 
 
 class Subscription(Base):
-    """A user's subscription to a plan; at most one active per user and service."""
+    """An account's subscription to a plan; at most one active per account and service."""
 
     __tablename__ = "subscriptions"
     __table_args__ = (
         Index(
             "uq_subscriptions_active",
             "service_id",
-            "user_id",
+            "account_id",
             unique=True,
             sqlite_where=text("status = 'active'"),
             postgresql_where=text("status = 'active'"),
@@ -180,7 +205,9 @@ class Subscription(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     service_id: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"))
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
     plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -223,6 +250,8 @@ class SamlConfig(Base):
     sp_certificate: Mapped[str | None] = mapped_column(Text)
     want_authn_requests_signed: Mapped[bool] = mapped_column(Boolean, default=False)
     slo_url: Mapped[str | None] = mapped_column(String(2048))
+    allowed_groups: Mapped[list[str]] = mapped_column(default=list)
+    require_subscription: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -20,7 +20,9 @@ def _refused(exc: Refused) -> Response:
     """The page for a refused SAML request, counted by reason."""
     if request.blueprint == "sso":
         SSO_REQUESTS.labels("refused", exc.reason).inc()
-    return error_page(exc.status, "This request cannot be accepted", exc.message)
+    response = error_page(exc.status, "This request cannot be accepted", exc.message)
+    response.headers.update(exc.headers)
+    return response
 
 
 def _saml_refusal(exc: SamlRefusal) -> Response:

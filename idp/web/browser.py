@@ -10,7 +10,7 @@ import secrets
 from flask import Response, request
 
 from idp.runtime import runtime
-from idp.sessions import IdpSession
+from idp.sessions import BrowserSession
 
 SESSION_COOKIE = "idp_session"
 CSRF_COOKIE = "idp_csrf"
@@ -32,17 +32,17 @@ PAGE_HEADERS = (
 )
 
 
-def current_session() -> IdpSession | None:
+def current_session() -> BrowserSession | None:
     """The live IdP session of this browser, if any."""
     return runtime().store.load_session(request.cookies.get(SESSION_COOKIE))
 
 
-def set_session_cookie(response: Response, session: IdpSession) -> None:
+def set_session_cookie(response: Response, session: BrowserSession) -> None:
     """Send the session cookie: HttpOnly; Secure and SameSite=None on https, Lax on http."""
     https = runtime().settings.is_https
     response.set_cookie(
         SESSION_COOKIE,
-        session.sid,
+        session.sid or "",
         httponly=True,
         secure=https,
         samesite="None" if https else "Lax",

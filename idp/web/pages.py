@@ -12,11 +12,14 @@ bp = Blueprint("pages", __name__, static_folder="static", static_url_path="/stat
 class Refused(Exception):
     """A browser request answered with an HTML error page (never a redirect or a post)."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.message = message
+        self.headers = headers or {}
 
 
 def error_page(status: int, title: str, message: str) -> Response:

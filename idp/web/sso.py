@@ -4,23 +4,33 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import Blueprint, Response, redirect, request, url_for
 
 from idp import audit, providers, saml
+from idp.domain import sso as decision
 from idp.metrics import SIGNING_SECONDS, SSO_REQUESTS
-from idp.providers import Provider
+from idp.providers import Member, Provider
 from idp.runtime import runtime
 from idp.saml.bindings import check_relay_state
 from idp.saml.constants import NAMEID_PERSISTENT, NAMEID_TRANSIENT
-from idp.sessions import IdpSession, SpLogin, SsoState
+from idp.sessions import BrowserSession, SignIn, SpLogin, SsoState
 from idp.web import browser
 from idp.web.pages import Refused, post_form
 
 bp = Blueprint("sso", __name__)
 
-Member = tuple[IdpSession, saml.UserInfo]
+
+@dataclass(frozen=True)
+class SignedIn:
+    """The browser's live sign-in to the service's organization, and its account."""
+
+    session: BrowserSession
+    signin: SignIn
+    member: Member
 
 
 @bp.route("/saml/<org>/<svc>/sso", methods=["GET", "POST"])
@@ -32,27 +42,24 @@ def sso(org: str, svc: str) -> Response:
     else:
         message = saml.decode_post(request.form)
     read = saml.read_authn(message)
-    replay_ttl = 2 * rt.settings.clock_skew + 60
-    state = rt.store.sso_state(
-        request.cookies.get(browser.SESSION_COOKIE),
-        f"authn:{org}/{svc}\0{read.request.id}",
-        replay_ttl,
-    )
+    state = browser_state()
     provider, sp = ready(org, svc, state.version)
     authn = saml.check_authn(
         read, sp, provider.endpoints, now=datetime.now(UTC), clock_skew=rt.settings.clock_skew
     )
-    if not state.first_use:
-        raise Refused(
-            400, "replay", "This sign-in request was already used. Start again at the application."
-        )
-    member = _member(provider, state)
-    error = saml.sso_error(authn, sp, has_session=member is not None)
+    signed = signed_in(provider, state)
+    remember(f"authn:{org}/{svc}\0{authn.id}", anonymous=signed is None)
+    ask = decision.Request.of(authn)
+    if signed is not None and not _is_subject(provider, signed, ask):
+        signed = None
+    error = saml.sso_error(
+        authn, sp, has_session=signed is not None, achievable=decision.ACHIEVABLE
+    )
     if error is not None:
         return _error_answer(provider, error, authn.id, message.relay_state)
-    if member is None or authn.force_authn:
-        return _to_login(provider, authn.id, message.relay_state, force=authn.force_authn)
-    return _answer(provider, member, authn.id, message.relay_state)
+    if signed is None or authn.force_authn:
+        return _to_login(provider, authn.id, message.relay_state, ask, force=authn.force_authn)
+    return _answer(provider, signed, authn.id, message.relay_state, ask)
 
 
 @bp.get("/saml/<org>/<svc>/init")
@@ -61,15 +68,17 @@ def init(org: str, svc: str) -> Response:
     relay_state = check_relay_state(request.args.get("RelayState"))
     state = browser_state()
     provider, _ = ready(org, svc, state.version)
-    member = _member(provider, state)
-    if member is None:
-        return _to_login(provider, None, relay_state, force=False)
-    return _answer(provider, member, None, relay_state)
+    signed = signed_in(provider, state)
+    ask = decision.Request.unsolicited()
+    if signed is None:
+        remember(None, anonymous=True)
+        return _to_login(provider, None, relay_state, ask, force=False)
+    return _answer(provider, signed, None, relay_state, ask)
 
 
 @bp.get("/saml/<org>/<svc>/resume")
 def resume(org: str, svc: str) -> Response:
-    """After login: answer the pending request (once) with the new session."""
+    """After login: answer the pending request (once) with the new sign-in."""
     pending = runtime().store.take_pending(request.args.get("pending"))
     if pending is None or (pending["org"], pending["svc"]) != (org, svc):
         raise Refused(
@@ -80,15 +89,19 @@ def resume(org: str, svc: str) -> Response:
     state = browser_state()
     provider, _ = ready(org, svc, state.version)
     request_id, relay_state = pending["request_id"], pending["relay_state"]
-    member = _member(provider, state)
-    if member is None or (pending["force_authn"] and member[0].authn_instant < pending["created"]):
-        return _to_login(provider, request_id, relay_state, force=pending["force_authn"])
-    return _answer(provider, member, request_id, relay_state)
+    ask = decision.Request.from_json(pending["ask"])
+    signed = signed_in(provider, state)
+    fresh = signed is not None and signed.signin.authn_instant >= pending["created"]
+    if signed is None or (pending["force_authn"] and not fresh):
+        return _to_login(provider, request_id, relay_state, ask, force=pending["force_authn"])
+    if not _is_subject(provider, signed, ask):
+        return _to_login(provider, request_id, relay_state, ask, force=pending["force_authn"])
+    return _answer(provider, signed, request_id, relay_state, ask)
 
 
 def browser_state() -> SsoState:
     """The browser's session and the change counter, in one round trip."""
-    return runtime().store.sso_state(request.cookies.get(browser.SESSION_COOKIE), None, 0)
+    return runtime().store.sso_state(request.cookies.get(browser.SESSION_COOKIE))
 
 
 def ready(org: str, svc: str, version: int) -> tuple[Provider, saml.SpConfig]:
@@ -110,32 +123,61 @@ def ready(org: str, svc: str, version: int) -> tuple[Provider, saml.SpConfig]:
     return provider, provider.sp
 
 
-def _member(provider: Provider, state: SsoState) -> Member | None:
-    """The browser's session and its user, if the user is a member of the organization."""
-    if state.session is None:
+def signed_in(provider: Provider, state: SsoState) -> SignedIn | None:
+    """The browser's sign-in to the provider's organization, if it is still good: the
+    account exists, is enabled, and has not had its sign-ins ended since."""
+    session = state.session
+    signin = session.signins.get(provider.org_id) if session is not None else None
+    if session is None or signin is None:
         return None
-    user = providers.user_info(runtime(), provider, state.session.user_id, state.version)
-    return None if user is None else (state.session, user)
+    member = providers.member(runtime(), provider, signin.account_id, state.version)
+    if member is None or member.generation != signin.generation:
+        return None
+    return SignedIn(session, signin, member)
+
+
+def remember(replay_key: str | None, anonymous: bool) -> None:
+    """Mark a request ID as seen (refusing a replay) and, for a browser that is not signed
+    in, count the request against its address (429 when over the limit)."""
+    rt = runtime()
+    replay_ttl = 2 * rt.settings.clock_skew + 60
+    limit = rt.settings.pending_per_minute if anonymous else None
+    outcome = rt.store.remember(browser.client_address(), limit, replay_key, replay_ttl)
+    if outcome.retry_after:
+        raise Refused(
+            429,
+            "rate_limited",
+            "Too many sign-in requests came from your network. Wait a minute and try again.",
+            headers={"Retry-After": str(outcome.retry_after)},
+        )
+    if not outcome.first_use:
+        raise Refused(
+            400, "replay", "This sign-in request was already used. Start again at the application."
+        )
 
 
 def _to_login(
-    provider: Provider, request_id: str | None, relay_state: str | None, force: bool
+    provider: Provider,
+    request_id: str | None,
+    relay_state: str | None,
+    ask: decision.Request,
+    force: bool,
 ) -> Response:
     """Keep the request in Redis (not in a cookie) and send the browser to the login page."""
-    token = runtime().store.put_pending(
-        {
-            "org": provider.org_slug,
-            "svc": provider.service_slug,
-            "org_id": provider.org_id,
-            "service_id": provider.service_id,
-            "org_name": provider.org_name,
-            "service_name": provider.service_name,
-            "request_id": request_id,
-            "relay_state": relay_state,
-            "force_authn": force,
-            "created": time.time(),
-        }
-    )
+    pending: dict[str, Any] = {
+        "org": provider.org_slug,
+        "svc": provider.service_slug,
+        "org_id": provider.org_id,
+        "service_id": provider.service_id,
+        "org_name": provider.org_name,
+        "service_name": provider.service_name,
+        "request_id": request_id,
+        "relay_state": relay_state,
+        "force_authn": force,
+        "ask": ask.to_json(),
+        "created": time.time(),
+    }
+    token = runtime().store.put_pending(pending)
     SSO_REQUESTS.labels("login_required", "").inc()
     return redirect(url_for("login.login_form", pending=token), code=303)  # type: ignore[return-value]
 
@@ -158,15 +200,32 @@ def _error_answer(
 
 
 def _answer(
-    provider: Provider, member: Member, request_id: str | None, relay_state: str | None
+    provider: Provider,
+    signed: SignedIn,
+    request_id: str | None,
+    relay_state: str | None,
+    ask: decision.Request,
 ) -> Response:
-    """Sign the user's assertion, remember the SP in the session, and post it to the ACS."""
+    """Sign the account's assertion, remember the SP in the sign-in, post it to the ACS.
+
+    An account outside the service's access rules gets a 403 page and nothing is posted.
+    """
     rt = runtime()
-    session, user = member
     sp = provider.sp
     assert sp is not None
-    known = session.sps.get(provider.service_id)
-    login = _sp_login(provider, session, user)
+    if not provider.access.admits(signed.member.user.groups, signed.member.subscribed):
+        raise Refused(
+            403,
+            "access_denied",
+            f"Your account may not use {provider.service_name}. Ask an administrator of "
+            f"{provider.org_name} to give you access.",
+        )
+    authn_class = decision.authn_class(ask)
+    if authn_class is None:  # a step-up this IdP cannot offer (asked for after sign-in)
+        return _error_answer(provider, saml.NO_AUTHN_CONTEXT, request_id, relay_state)
+    user = signed.member.user
+    known = signed.signin.sps.get(provider.service_id)
+    login = _sp_login(provider, signed.signin, user)
     event = audit.queued(
         audit.IDP,
         "sso.success",
@@ -176,7 +235,9 @@ def _answer(
         user_id=user.id,
         after={"sp": sp.entity_id, "initiated": "sp" if request_id else "idp"},
     )
-    backlog = rt.store.save_session(session, event, changed=login is not known)
+    backlog = rt.store.save_session(
+        signed.session, event, changed=login is not known, organization_id=provider.org_id
+    )
     started = time.perf_counter()
     message = saml.sso_response(
         sp=sp,
@@ -185,11 +246,12 @@ def _answer(
         user=user,
         name_id=_name_id(provider, login),
         session_index=login.session_index,
-        authn_instant=datetime.fromtimestamp(session.authn_instant, UTC),
-        session_not_on_or_after=datetime.fromtimestamp(session.expires_at, UTC),
+        authn_instant=datetime.fromtimestamp(signed.signin.authn_instant, UTC),
+        session_not_on_or_after=datetime.fromtimestamp(signed.signin.expires_at, UTC),
         in_response_to=request_id,
         now=datetime.now(UTC),
         assertion_ttl=rt.settings.assertion_ttl,
+        authn_context_class=authn_class,
     )
     SIGNING_SECONDS.observe(time.perf_counter() - started)
     SSO_REQUESTS.labels("success", "").inc()
@@ -197,18 +259,29 @@ def _answer(
     return post_form(sp.acs_url, "SAMLResponse", message, relay_state)
 
 
-def _sp_login(provider: Provider, session: IdpSession, user: saml.UserInfo) -> SpLogin:
-    """What this SP knows of the user in this session: reused, or made at the first SSO."""
+def _is_subject(provider: Provider, signed: SignedIn, ask: decision.Request) -> bool:
+    """False when the SP asked about someone the signed-in account is not."""
+    return decision.is_subject(ask, _issued(provider, signed), signed.member.user.email)
+
+
+def _issued(provider: Provider, signed: SignedIn) -> saml.NameId | None:
+    """The NameID this SP gets (or got, in this sign-in) for the account; None for a
+    transient one not issued yet."""
     sp = provider.sp
     assert sp is not None
-    known = session.sps.get(provider.service_id)
-    if known is not None and (known.entity_id, known.name_id_format) == (
-        sp.entity_id,
-        sp.name_id_format,
-    ):
-        return known
+    known = signed.signin.sps.get(provider.service_id)
+    if known is not None and known.name_id_format == sp.name_id_format:
+        return _name_id(provider, known)
+    if sp.name_id_format == NAMEID_TRANSIENT:
+        return None
+    return _make_name_id(provider, signed.member.user)
+
+
+def _make_name_id(provider: Provider, user: saml.UserInfo) -> saml.NameId:
+    sp = provider.sp
+    assert sp is not None
     persistent = sp.name_id_format == NAMEID_PERSISTENT
-    name_id = saml.make_name_id(
+    return saml.make_name_id(
         sp.name_id_format,
         user_id=user.id,
         email=user.email,
@@ -216,13 +289,26 @@ def _sp_login(provider: Provider, session: IdpSession, user: saml.UserInfo) -> S
         idp_entity_id=provider.endpoints.entity_id,
         secret=runtime().nameid_key() if persistent else b"",  # only persistent uses it
     )
+
+
+def _sp_login(provider: Provider, signin: SignIn, user: saml.UserInfo) -> SpLogin:
+    """What this SP knows of the account in this sign-in: reused, or made at the first SSO."""
+    sp = provider.sp
+    assert sp is not None
+    known = signin.sps.get(provider.service_id)
+    if known is not None and (known.entity_id, known.name_id_format) == (
+        sp.entity_id,
+        sp.name_id_format,
+    ):
+        return known
+    name_id = _make_name_id(provider, user)
     login = SpLogin(sp.entity_id, name_id.value, name_id.format, "_" + secrets.token_hex(16))
-    session.sps[provider.service_id] = login
+    signin.sps[provider.service_id] = login
     return login
 
 
 def _name_id(provider: Provider, login: SpLogin) -> saml.NameId:
-    """The session's NameID for the SP, qualified for the pairwise formats."""
+    """The sign-in's NameID for the SP, qualified for the pairwise formats."""
     if login.name_id_format in (NAMEID_PERSISTENT, NAMEID_TRANSIENT):
         return saml.NameId(
             login.name_id, login.name_id_format, provider.endpoints.entity_id, login.entity_id

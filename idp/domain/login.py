@@ -1,0 +1,127 @@
+"""Password sign-in, for the login page and POST /api/auth/login alike.
+
+Throttled before the password is checked (per email within its organization, and per client
+address); the password is verified in the same time whether or not the account exists; a hash
+made under older argon2 parameters is replaced on success. The audit trail records the
+outcome, and of a failed attempt only what identifies an existing account: what was typed
+into the email field (sometimes a password) is never kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import redis
+
+from idp import audit
+from idp.auth import login_subjects
+from idp.domain import accounts, operators, organizations
+from idp.domain.errors import Throttled, WrongCredentials
+from idp.runtime import Runtime
+from idp.store.models import Account, Operator, Organization
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+WRONG_CREDENTIALS = "Invalid email or password"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A sign-in attempt: what was typed, where it aims, where it comes from."""
+
+    email: str
+    password: str
+    organization: str | None  # a slug; None signs in an operator
+    address: str
+    via: str  # "page" or "api"
+    service_id: str | None = None  # the service being signed in to, from the login page
+
+
+def sign_in(rt: Runtime, attempt: Attempt, throttle_required: bool) -> Account | Operator:
+    """The account (or operator) whose password this is, or raise WrongCredentials/Throttled.
+
+    ``throttle_required``: during a Redis outage the login page fails (it needs Redis for the
+    session anyway), while the API login goes on unthrottled (argon2 still slows guessing).
+    """
+    email = accounts.normalize_email(attempt.email)
+    subjects = login_subjects(rt.settings, attempt.organization, email, attempt.address)
+    window = rt.settings.login_throttle_window
+    retry_after = _throttle(lambda: rt.store.take_attempt(subjects, window), throttle_required)
+    if retry_after:
+        raise Throttled(retry_after)
+    org, subject = _find(rt, attempt.organization, email)
+    stored = subject.password_hash if subject is not None else None
+    if not rt.passwords.verify(stored, attempt.password) or subject is None:
+        _record(rt, attempt, org, subject, "login.failure")
+        raise WrongCredentials(WRONG_CREDENTIALS)
+    _throttle(lambda: rt.store.login_succeeded(*subjects), throttle_required)
+    if stored is not None and rt.passwords.needs_rehash(stored):
+        _rehash(rt, subject, attempt.password)
+    _record(rt, attempt, org, subject, "login.success")
+    return subject
+
+
+def _find(
+    rt: Runtime, organization: str | None, email: str
+) -> tuple[Organization | None, Account | Operator | None]:
+    with rt.db.read() as session:
+        if organization is None:
+            return None, operators.by_email(session, email)
+        org = organizations.by_slug(session, organization)
+        account = None if org is None else accounts.by_email(session, org.id, email)
+    if account is not None and account.disabled:
+        return org, None
+    return org, account
+
+
+def _rehash(rt: Runtime, subject: Account | Operator, password: str) -> None:
+    """Store the password under the current argon2 parameters."""
+    new_hash = rt.passwords.hash(password)
+    with rt.db.write() as session:
+        row = session.get(type(subject), subject.id)
+        if row is not None and row.password_hash == subject.password_hash:
+            row.password_hash = new_hash
+
+
+def _throttle(step: Callable[[], T], required: bool) -> T | None:
+    try:
+        return step()
+    except redis.RedisError as exc:
+        if required:
+            raise
+        log.warning("login throttle unavailable: %s", exc.__class__.__name__)
+        return None
+
+
+def _record(
+    rt: Runtime,
+    attempt: Attempt,
+    org: Organization | None,
+    subject: Account | Operator | None,
+    action: str,
+) -> None:
+    """Queue the outcome for the audit trail: never the password, and the email only when
+    it is an existing account's (or operator's)."""
+    after: dict[str, str] = {"address": attempt.address, "via": attempt.via}
+    if subject is not None:
+        after["email"] = subject.email
+    actor = audit.Actor("anonymous")
+    if subject is not None and action == "login.success":
+        actor = audit.Actor("user" if isinstance(subject, Account) else "operator", subject.id)
+    event = audit.queued(
+        actor,
+        action,
+        "login",
+        organization_id=org.id if org is not None else None,
+        service_id=attempt.service_id,
+        user_id=subject.id if isinstance(subject, Account) else None,
+        after=after,
+    )
+    try:
+        audit.flush_when_due(rt, rt.store.queue_event(event))
+    except redis.RedisError as exc:
+        log.warning("login event not queued: %s", exc.__class__.__name__)

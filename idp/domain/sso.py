@@ -1,0 +1,75 @@
+"""The SSO decision beyond the protocol rules: who may sign in to a service, whether the
+signed-in account is the one the SP asked about, and which authentication class to assert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from idp.saml import NameId
+from idp.saml.authn_context import PASSWORD_SIGN_IN, RequestedContext, choose_class
+from idp.saml.nameid import subject_matches
+from idp.saml.requests import AuthnRequest
+
+ACHIEVABLE = PASSWORD_SIGN_IN  # every class a sign-in at this IdP can reach, strongest first
+
+
+@dataclass(frozen=True)
+class AccessRules:
+    """Who of the organization may sign in to a service."""
+
+    allowed_groups: tuple[str, ...]  # empty: every account
+    require_subscription: bool
+
+    def admits(self, groups: tuple[str, ...], subscribed: bool) -> bool:
+        """True when an account with these groups (and subscription) passes the rules."""
+        if self.allowed_groups and not set(self.allowed_groups) & set(groups):
+            return False
+        return subscribed or not self.require_subscription
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the SP asked about the sign-in: a subject, an authentication context."""
+
+    subject: NameId | None
+    context: RequestedContext | None
+
+    @classmethod
+    def of(cls, authn: AuthnRequest) -> Request:
+        """The asks of an AuthnRequest."""
+        return cls(authn.subject, authn.requested_context)
+
+    @classmethod
+    def unsolicited(cls) -> Request:
+        """IdP-initiated SSO asks for nothing."""
+        return cls(None, None)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready form, kept with a pending request."""
+        subject = None if self.subject is None else vars(self.subject)
+        context = None if self.context is None else vars(self.context)
+        return {"subject": subject, "context": context}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Request:
+        """The inverse of to_json."""
+        subject = None if data["subject"] is None else NameId(**data["subject"])
+        context = data["context"]
+        if context is not None:
+            context = RequestedContext(context["comparison"], tuple(context["class_refs"]))
+        return cls(subject, context)
+
+
+def is_subject(ask: Request, issued: NameId | None, email: str) -> bool:
+    """True unless the SP named a subject that the signed-in account (its NameID for this SP,
+    ``issued``, or its email) is not."""
+    if ask.subject is None:
+        return True
+    return subject_matches(ask.subject, issued or NameId("", ask.subject.format), email)
+
+
+def authn_class(ask: Request) -> str | None:
+    """The class to assert for a password sign-in, or None when the SP's ask cannot be met."""
+    return choose_class(ask.context, PASSWORD_SIGN_IN)
