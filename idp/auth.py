@@ -24,9 +24,8 @@ from idp.store.models import (
     utcnow,
 )
 
-PERMISSIONS = (
+PERMISSIONS = (  # no write:users: no API key creates or changes accounts
     "read:users",
-    "write:users",
     "read:subscriptions",
     "write:subscriptions",
     "read:analytics",

@@ -155,7 +155,8 @@ def users_create(
         raise click.ClickException(exc.message) from None
     finally:
         db.dispose()
-    click.echo(f"idp: account {fields['email'].lower()} ({account_id}) created in '{org_slug}'")
+    created = accounts.normalize_email(email)
+    click.echo(f"idp: account {created} ({account_id}) created in '{org_slug}'")
 
 
 @main.group("platform-keys")

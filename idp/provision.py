@@ -76,7 +76,7 @@ class Collision(Exception):
 
 @dataclass(frozen=True)
 class ServiceDecl:
-    """One ``[[services]]`` table: its key in the file, its fields, its SAML settings if any."""
+    """One ``[[services]]`` table: its key in the file, its fields, its ``saml`` table if any."""
 
     key: str
     fields: dict[str, Any]
@@ -183,7 +183,7 @@ def _organization(session: Session, decl: Declaration, changes: list[str]) -> Or
             org = organizations.create(session, ACTOR, decl.org, name)
         except Conflict:  # created meanwhile by a concurrent apply
             raise Collision from None
-        changes.append("organization created (no members yet)")
+        changes.append("organization created (no accounts yet)")
     elif organizations.rename(session, ACTOR, org, name):
         changes.append(f"organization renamed to '{name}'")
     return org
@@ -200,7 +200,7 @@ def _service(
         except Conflict:  # created meanwhile by a concurrent apply
             raise Collision from None
         except DomainError as exc:
-            raise FileError(path, [(decl.key, exc.message)]) from None
+            raise _refused(path, decl.key, exc) from None
         return service, ["service created"]
     if service.service_type != decl.fields["service_type"]:
         reason = f"cannot change once the service exists (it is '{service.service_type}')"
@@ -212,16 +212,28 @@ def _service(
     return service, [f"service updated ({', '.join(sorted(changed))})"]
 
 
+def _refused(path: Path, key: str, exc: DomainError) -> FileError:
+    """A refusal of the domain as the file's problems: one per field it names, else one."""
+    if not exc.details:
+        return FileError(path, [(key, exc.message)])
+    return FileError(path, [(f"{key}.{name}", reason) for name, reason in exc.details.items()])
+
+
 def _saml(
     session: Session,
     settings: Settings,
     org: Organization,
     service: Service,
-    wanted: dict[str, Any],
+    decl: ServiceDecl,
+    path: Path,
 ) -> list[str]:
     """Bring the service's SAML setup to the declared one; make a certificate if none is active."""
     changes = []
-    done = saml_setup.configure(session, ACTOR, org, service, wanted, unless_same=True)
+    assert decl.saml is not None
+    try:
+        done = saml_setup.configure(session, ACTOR, org, service, decl.saml, unless_same=True)
+    except DomainError as exc:
+        raise _refused(path, f"{decl.key}.saml", exc) from None
     if done is not None:
         changes.append("SAML configured" if done == "created" else "SAML configuration updated")
     if saml_setup.active_certificate(session, service) is None:
@@ -259,7 +271,7 @@ def _apply_once(db: Database, settings: Settings, decl: Declaration) -> dict[str
         for service_decl in decl.services:
             service, done = _service(session, settings, org, service_decl, decl.path)
             if service_decl.saml is not None:
-                done += _saml(session, settings, org, service, service_decl.saml)
+                done += _saml(session, settings, org, service, service_decl, decl.path)
             if done:
                 changes[f"{decl.org}/{service.slug}"] = done
     return changes

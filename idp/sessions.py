@@ -132,6 +132,7 @@ class Store:
     def __init__(self, client: redis.Redis, session_ttl: int) -> None:
         self.redis = client
         self.session_ttl = session_ttl
+        self._remember = client.register_script(REMEMBER)
 
     # -- sessions ---------------------------------------------------------------
 
@@ -285,7 +286,7 @@ class Store:
         """
         keys = [_limit_key(address), _seen_key(replay_key) if replay_key else ""]
         limit = per_minute if per_minute is not None else -1
-        retry, first = self.redis.eval(REMEMBER, 2, *keys, limit, replay_ttl)
+        retry, first = self._remember(keys=keys, args=[limit, replay_ttl])
         return Remembered(int(retry), bool(first))
 
     # -- queued audit events ----------------------------------------------------

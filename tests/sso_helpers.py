@@ -175,6 +175,15 @@ def posted_message(page: str) -> PostedMessage:
     )
 
 
+def login_fields(page: str) -> dict[str, str]:
+    """The hidden fields of a login form: csrf_token, and with a pending SSO request its
+    token and the organization it fixes (``org``)."""
+    found = re.findall(
+        r'<input type="hidden" name="(csrf_token|pending|org)" value="([^"]*)"', page
+    )
+    return {name: html.unescape(value) for name, value in found}
+
+
 def is_login_page(page: requests.Response) -> bool:
     """True when the IdP answered with its login form."""
     return page.status_code == 200 and 'name="password"' in page.text
@@ -191,9 +200,18 @@ class Browser:
         # no idle keep-alive connections: they hold up the test server's shutdown
         self.session.headers["Connection"] = "close"
 
-    def login(self, page: requests.Response, email: str, password: str) -> requests.Response:
-        """Fill and submit the login form on ``page``; follow redirects to the answer."""
-        fields = dict(re.findall(r'name="(csrf_token|pending)" value="([^"]*)"', page.text))
+    def login(
+        self, page: requests.Response, email: str, password: str, org: str | None = None
+    ) -> requests.Response:
+        """Fill and submit the login form on ``page``; follow redirects to the answer.
+
+        The form's hidden fields (CSRF token, pending request, and the organization a pending
+        request fixes) are sent as the page has them; ``org`` fills (or overrides) the
+        organization, as someone typing into a direct login page would.
+        """
+        fields = login_fields(page.text)
+        if org is not None:
+            fields["org"] = org
         return self.session.post(
             f"{self.server.url}/login",
             data={**fields, "email": email, "password": password},

@@ -17,9 +17,8 @@ from idp.store.models import ApiKey, Event, utcnow
 
 KEY_FIELDS = {"id", "prefix", "name", "permissions", "expires_at", "last_used_at", "created_at"}
 CREATED_FIELDS = KEY_FIELDS - {"last_used_at"} | {"key"}
-ALL_PERMISSIONS = (  # the seed's list
+ALL_PERMISSIONS = (  # every permission a key may have (write:users is refused)
     "read:users",
-    "write:users",
     "read:subscriptions",
     "write:subscriptions",
     "read:analytics",
@@ -48,12 +47,12 @@ def test_key_is_shown_once_and_stored_as_a_digest(
 ) -> None:
     sso = client(server, owner)
     created = sso.services.api_keys.create(
-        org, svc, {"name": "Production Backend", "permissions": ["read:users", "write:users"]}
+        org, svc, {"name": "Production Backend", "permissions": ["read:users", "read:service"]}
     )
     assert set(created) == CREATED_FIELDS
     assert created["key"].startswith(created["prefix"] + ".")
     assert created["name"] == "Production Backend"
-    assert created["permissions"] == ["read:users", "write:users"]
+    assert created["permissions"] == ["read:users", "read:service"]
     assert created["expires_at"] is None
     got = sso.services.api_keys.get(org, svc, created["id"])
     assert got == {
@@ -136,6 +135,8 @@ def test_invalid_paging(
         ({"permissions": ["read:users", "superuser"]}, "permissions"),
         ({"permissions": []}, "permissions"),
         ({"permissions": ["read:users", "read:users"]}, "permissions"),
+        ({"permissions": ["write:users"]}, "permissions"),
+        ({"permissions": ["read:users", "write:users"]}, "permissions"),
         ({"permissions": "read:users"}, "permissions"),
         ({"permissions": None}, "permissions"),
         ({"expires_in_days": 0}, "expires_in_days"),
@@ -228,8 +229,9 @@ def test_roles(server: Server, owner: Account, org: str, svc: str) -> None:
     fails(lambda: member.services.api_keys.delete(org, svc, created["id"]), 403, "forbidden")
     assert member.services.api_keys.list(org, svc)["total"] == 1
     assert member.services.api_keys.get(org, svc, created["id"])["id"] == created["id"]
-    fails(lambda: outsider.services.api_keys.list(org, svc), 403, "forbidden")
-    fails(lambda: outsider.services.api_keys.get(org, svc, created["id"]), 403, "forbidden")
+    fails(lambda: outsider.services.api_keys.list(org, svc), 404, "not_found")
+    fails(lambda: outsider.services.api_keys.get(org, svc, created["id"]), 404, "not_found")
+    fails(lambda: outsider.services.api_keys.create(org, svc, body), 404, "not_found")
     anonymous = SsoClient(server.url)
     fails(lambda: anonymous.services.api_keys.create(org, svc, body), 401, "unauthenticated")
     fails(lambda: anonymous.services.api_keys.list(org, svc), 401, "unauthenticated")
@@ -269,10 +271,19 @@ def test_key_acts_only_with_its_permissions(
     assert subs.services.subscriptions.list(org, svc) == {"subscriptions": [sub]}
     subs.services.subscriptions.cancel(org, svc, sub["id"])
 
-    users = client(server, new_key(sso, org, svc, "read:users", "write:users"))
+    users = client(server, new_key(sso, org, svc, "read:users"))
+    listed = users.organizations.users.list(org)["users"]
+    assert member.email in {u["email"] for u in listed}
+    assert users.organizations.users.get(org, listed[0]["id"]) == listed[0]
     email = f"{unique_slug('by-key')}@example.test"
-    assert users.organizations.users.create(org, {"email": email})["role"] == "member"
-    assert email in {u["email"] for u in users.organizations.users.list(org)["users"]}
+    fails(lambda: users.organizations.users.create(org, {"email": email}), 403, "forbidden")
+    fails(
+        lambda: users.organizations.users.update(org, listed[0]["id"], {"name": "x"}),
+        403,
+        "forbidden",
+    )
+    fails(lambda: users.organizations.users.delete(org, listed[0]["id"]), 403, "forbidden")
+    assert email not in {u["email"] for u in sso.organizations.users.list(org)["users"]}
 
 
 def test_no_key_manages_keys_or_services_or_reaches_another_service(
@@ -285,6 +296,7 @@ def test_no_key_manages_keys_or_services_or_reaches_another_service(
     other_org = unique_slug("org")
     sso.organizations.create({"slug": other_org, "name": "Other"})
     foreign = new_service(sso, other_org)["slug"]
+    person = sso.organizations.users.create(org, {"email": f"{unique_slug('p')}@example.test"})
     body = {"name": "k", "permissions": ["read:service"]}
     for call in (
         lambda: everything.services.api_keys.create(org, svc, body),
@@ -294,19 +306,29 @@ def test_no_key_manages_keys_or_services_or_reaches_another_service(
         lambda: everything.services.create(org, service_payload()),
         lambda: everything.services.list(org),
         lambda: everything.services.delete(org, svc),
-        lambda: everything.services.get(org, other),
-        lambda: everything.services.update(org, other, {"name": "x"}),
-        lambda: everything.services.plans.list(org, other),
-        lambda: everything.services.get(other_org, foreign),
-        lambda: everything.organizations.get(org),
         lambda: everything.organizations.create({"slug": unique_slug("org"), "name": "x"}),
-        lambda: everything.organizations.members.add(org, {"email": owner.email, "role": "admin"}),
+        lambda: everything.organizations.delete(org),
+        lambda: everything.organizations.users.update(org, person["id"], {"role": "admin"}),
+        lambda: everything.organizations.users.delete(org, person["id"]),
         lambda: everything.organizations.users.create(
             org, {"email": "boss@example.test", "role": "owner"}
         ),
     ):
         fails(call, 403, "forbidden")
+    for call in (  # another service of its organization, or another organization: not found
+        lambda: everything.services.get(org, other),
+        lambda: everything.services.update(org, other, {"name": "x"}),
+        lambda: everything.services.plans.list(org, other),
+        lambda: everything.services.api_keys.list(org, other),
+        lambda: everything.services.get(other_org, foreign),
+        lambda: everything.organizations.get(other_org),
+        lambda: everything.organizations.users.list(other_org),
+    ):
+        fails(call, 404, "not_found")
     assert everything.services.get(org, svc)["service"]["slug"] == svc
+    assert everything.organizations.get(org)["slug"] == org  # read:service reads its org
+    assert [o["slug"] for o in everything.organizations.list()["organizations"]] == [org]
+    assert sso.organizations.users.get(org, person["id"])["role"] == "member"
 
 
 def test_key_writes_are_audited_without_secrets(

@@ -179,7 +179,7 @@ def test_a_provisioned_service_signs_users_in(
     write(workdir, "org.toml", org, service_table(svc))
     result = provision(server, workdir)
     assert result.returncode == 0, result.stderr
-    assert f"{org}: organization created (no members yet)" in result.stdout
+    assert f"{org}: organization created (no accounts yet)" in result.stdout
     own(server, owner, org)
     config = get(server, owner, f"/organizations/{org}/services/{svc}/saml")
     certificate = get(server, owner, f"/organizations/{org}/services/{svc}/saml/certificate")

@@ -231,24 +231,27 @@ BAD_EMAILS = [
 ]
 
 
+EMAIL_SCHEMA = {"type": "object", "properties": {"email": {"type": "string", "format": "email"}}}
+
+
 @pytest.mark.parametrize("email", GOOD_EMAILS)
 def test_practical_mailboxes_are_emails(email: str) -> None:
-    from idp.api.validation import is_email
+    from idp.api import validation
 
-    assert is_email(email)
+    assert validation.validate({"email": email}, EMAIL_SCHEMA) == {"email": email}
+    assert validation.is_email(email)
 
 
 @pytest.mark.parametrize("email", BAD_EMAILS)
 def test_markup_quotes_and_malformed_domains_are_not_emails(email: str) -> None:
+    from idp.api import validation
     from idp.api.errors import ApiError
-    from idp.api.validation import is_email, validate
 
-    assert not is_email(email)
-    schema = {"type": "object", "properties": {"email": {"type": "string", "format": "email"}}}
     with pytest.raises(ApiError) as refused:
-        validate({"email": email}, schema)
+        validation.validate({"email": email}, EMAIL_SCHEMA)
     assert (refused.value.status, refused.value.code) == (400, "invalid_request")
     assert refused.value.details == {"email": "must be an email address"}
+    assert not validation.is_email(email)
 
 
 def test_a_normal_mailbox_passes_login_validation(server: Server) -> None:

@@ -2,7 +2,7 @@
 
 HTTP-Redirect and HTTP-POST AuthnRequests, every signing combination, RelayState, a second
 SP reusing the session, ForceAuthn, IsPassive, NameIDPolicy, IdP-initiated SSO, certificate
-rotation, members only, and the analytics the Responses feed.
+rotation, accounts of the service's organization only, and the analytics the Responses feed.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from sso_helpers import (
     Browser,
     PostedMessage,
     SamlService,
-    assert_refused,
     authn_request,
     is_login_page,
     onelogin_accepts,
@@ -49,6 +48,13 @@ SALESFORCE_RELAY_STATE = (
     "?response_type=code&client_id=3MVG9A2kN3Bn17hs&redirect_uri=https%3A%2F%2Fapp.test%2Fcb"
     '&state=a+b%20c&display=page&x="<é&>"'
 )
+
+
+@pytest.fixture
+def member(server: Server, owner: Account, org: str) -> Account:
+    """An account of the test's fresh organization, signed in to SSO through the login page
+    (the module's owner is an operator, who has no account there)."""
+    return add_user(server, owner.token, org)
 
 
 def both_accept(
@@ -160,9 +166,11 @@ def test_unsigned_configuration_is_refused_by_the_api(
     assert service.api("GET", "/saml").json()["sign_assertions"] is True
 
 
-def test_response_carries_what_the_contract_lists(server: Server, owner: Account, org: str) -> None:
+def test_response_carries_what_the_contract_lists(
+    server: Server, owner: Account, org: str, member: Account
+) -> None:
     service = saml_service(server, owner.token, org, sign_response=True)
-    browser = signed_in(server, service, owner)
+    browser = signed_in(server, service, member)
     ids: set[str] = set()
     for _ in range(3):
         auth = onelogin_auth(service)
@@ -202,11 +210,11 @@ def test_response_carries_what_the_contract_lists(server: Server, owner: Account
     ids=["salesforce", "1024-bytes"],
 )
 def test_relay_state_passes_unchanged(
-    server: Server, owner: Account, org: str, relay_state: str, tmp_path: Path
+    server: Server, owner: Account, org: str, member: Account, relay_state: str, tmp_path: Path
 ) -> None:
     assert len(relay_state.encode()) > 80
     service = saml_service(server, owner.token, org)
-    browser = signed_in(server, service, owner)
+    browser = signed_in(server, service, member)
     auth = onelogin_auth(service)
     message = posted_message(browser.sso(auth.login(return_to=relay_state)).text)
     assert message.relay_state == relay_state
@@ -222,9 +230,11 @@ def test_relay_state_passes_unchanged(
     assert posted_message(page.text).relay_state == relay_state
 
 
-def test_relay_state_absent_is_not_invented(server: Server, owner: Account, org: str) -> None:
+def test_relay_state_absent_is_not_invented(
+    server: Server, owner: Account, org: str, member: Account
+) -> None:
     service = saml_service(server, owner.token, org)
-    browser = signed_in(server, service, owner)
+    browser = signed_in(server, service, member)
     page = browser.get(redirect_url(service, authn_request(service)))
     assert posted_message(page.text).relay_state is None
 
@@ -233,13 +243,13 @@ def test_relay_state_absent_is_not_invented(server: Server, owner: Account, org:
 
 
 def test_second_sp_reuses_the_session_without_login(
-    server: Server, owner: Account, org: str, tmp_path: Path
+    server: Server, owner: Account, org: str, member: Account, tmp_path: Path
 ) -> None:
     first = saml_service(server, owner.token, org)
     second = saml_service(server, owner.token, org, sign_response=True)
     browser = Browser(server)
     auth = onelogin_auth(first)
-    page = browser.sso(auth.login(), owner.email, owner.password)
+    page = browser.sso(auth.login(), member.email, member.password)
     onelogin_accepts(first, posted_message(page.text), auth.get_last_request_id())
 
     client = pysaml2_sp(second, tmp_path)
@@ -248,7 +258,7 @@ def test_second_sp_reuses_the_session_without_login(
     assert not page.history and not is_login_page(page)
     message = posted_message(page.text)
     assert message.action == second.config["acs_url"]
-    assert pysaml2_accepts(client, message, request_id).name_id.text == owner.email
+    assert pysaml2_accepts(client, message, request_id).name_id.text == member.email
     onelogin_accepts(second, message, request_id)
 
 
@@ -264,26 +274,26 @@ def force_authn_url(service: SamlService, spelling: str) -> tuple[str, str]:
 
 @pytest.mark.parametrize("spelling", ["true", "1"])
 def test_force_authn_shows_login_page_despite_session(
-    server: Server, owner: Account, org: str, spelling: str
+    server: Server, owner: Account, org: str, member: Account, spelling: str
 ) -> None:
     service = saml_service(server, owner.token, org)
-    browser = signed_in(server, service, owner)
+    browser = signed_in(server, service, member)
     before = browser.sid
     request_id, url = force_authn_url(service, spelling)
     page = browser.get(url)
     assert is_login_page(page)
-    page = browser.login(page, owner.email, owner.password)
+    page = browser.login(page, member.email, member.password)
     response = onelogin_accepts(service, posted_message(page.text), request_id)
-    assert response.get_nameid() == owner.email
+    assert response.get_nameid() == member.email
     assert browser.sid and browser.sid != before
 
 
 @pytest.mark.parametrize("spelling", ["false", "0"])
 def test_force_authn_false_reuses_the_session(
-    server: Server, owner: Account, org: str, spelling: str
+    server: Server, owner: Account, org: str, member: Account, spelling: str
 ) -> None:
     service = saml_service(server, owner.token, org)
-    browser = signed_in(server, service, owner)
+    browser = signed_in(server, service, member)
     xml = authn_request(service, ForceAuthn=spelling, IsPassive=spelling)
     message = posted_message(browser.get(redirect_url(service, xml)).text)
     onelogin_accepts(service, message, request_id_of(xml))
@@ -319,20 +329,20 @@ def assert_error_response(
 
 
 def test_is_passive_with_session_answers_normally(
-    server: Server, owner: Account, org: str, tmp_path: Path
+    server: Server, owner: Account, org: str, member: Account, tmp_path: Path
 ) -> None:
     service = saml_service(server, owner.token, org)
-    browser = signed_in(server, service, owner)
+    browser = signed_in(server, service, member)
     auth = onelogin_auth(service)
     page = browser.get(auth.login(is_passive=True))
     both_accept(service, posted_message(page.text), auth.get_last_request_id(), tmp_path)
 
 
 def test_is_passive_with_force_authn_answers_no_passive(
-    server: Server, owner: Account, org: str
+    server: Server, owner: Account, org: str, member: Account
 ) -> None:
     service = saml_service(server, owner.token, org)
-    browser = signed_in(server, service, owner)
+    browser = signed_in(server, service, member)
     xml = authn_request(service, IsPassive="true", ForceAuthn="true")
     message = posted_message(browser.get(redirect_url(service, xml)).text)
     assert_error_response(service, message, request_id_of(xml), c.STATUS_NO_PASSIVE)
@@ -353,10 +363,10 @@ def test_other_name_id_policy_answers_invalid_name_id_policy(
 
 @pytest.mark.parametrize("policy", [c.NAMEID_UNSPECIFIED, ""], ids=["unspecified", "absent"])
 def test_unspecified_or_absent_name_id_policy_gets_configured_format(
-    server: Server, owner: Account, org: str, policy: str
+    server: Server, owner: Account, org: str, member: Account, policy: str
 ) -> None:
     service = saml_service(server, owner.token, org)
-    browser = signed_in(server, service, owner)
+    browser = signed_in(server, service, member)
     xml = authn_request(service, name_id_format=policy)
     response = onelogin_accepts(
         service, posted_message(browser.get(redirect_url(service, xml)).text), request_id_of(xml)
@@ -368,11 +378,13 @@ def test_unspecified_or_absent_name_id_policy_gets_configured_format(
 
 
 def test_idp_initiated_sso_accepted_unsolicited_by_both_sps(
-    server: Server, owner: Account, org: str, tmp_path: Path
+    server: Server, owner: Account, org: str, member: Account, tmp_path: Path
 ) -> None:
     service = saml_service(server, owner.token, org, sign_response=True)
     browser = Browser(server)
-    page = browser.sso(f"{service.base}/init?RelayState=%2Fdashboard", owner.email, owner.password)
+    page = browser.sso(
+        f"{service.base}/init?RelayState=%2Fdashboard", member.email, member.password
+    )
     message = posted_message(page.text)
     assert message.relay_state == "/dashboard"
     assert message.xml.get("InResponseTo") is None
@@ -391,11 +403,11 @@ def test_idp_initiated_sso_accepted_unsolicited_by_both_sps(
 
 
 def test_after_rotation_responses_verify_only_with_the_new_certificate(
-    server: Server, owner: Account, org: str, tmp_path: Path
+    server: Server, owner: Account, org: str, member: Account, tmp_path: Path
 ) -> None:
     service = saml_service(server, owner.token, org, sign_response=True)
     old_metadata = service.metadata()
-    browser = signed_in(server, service, owner)
+    browser = signed_in(server, service, member)
     old = service.rotate()
     assert service.certificate != old
     assert "".join(service.certificate.splitlines()[1:-1]) in service.metadata()
@@ -410,38 +422,45 @@ def test_after_rotation_responses_verify_only_with_the_new_certificate(
     pysaml2_accepts(pysaml2_sp(service, tmp_path), message, request_id)
 
 
-# Members only ----------------------------------------------------------------------------
+# Accounts of the service's organization only -----------------------------------------------
 
 
 def outsider(server: Server, owner: Account) -> Account:
-    """A user of another organization only."""
+    """An account of another organization only."""
     other = unique_slug("other")
     created = server.api("POST", "/organizations", owner.token, json={"slug": other, "name": other})
     assert created.status_code == 201, created.text
     return add_user(server, owner.token, other)
 
 
-def test_user_of_another_organization_is_refused_at_login(
+def test_account_of_another_organization_is_refused_at_login(
     server: Server, owner: Account, org: str
 ) -> None:
     service = saml_service(server, owner.token, org)
     stranger = outsider(server, owner)
     browser = Browser(server)
     page = browser.sso(onelogin_auth(service).login(), stranger.email, stranger.password)
-    assert_refused(page, 403, "not a member")
+    assert page.status_code == 401 and 'name="password"' in page.text
+    assert "not right" in page.text and "SAMLResponse" not in page.text
     assert browser.sid is None
 
     page = browser.get(f"{service.base}/init")
     assert is_login_page(page)
 
 
-def test_force_authn_as_a_non_member_is_refused(server: Server, owner: Account, org: str) -> None:
+def test_force_authn_as_another_organizations_account_is_refused(
+    server: Server, owner: Account, org: str, member: Account
+) -> None:
     service = saml_service(server, owner.token, org)
     stranger = outsider(server, owner)
-    browser = signed_in(server, service, owner)
+    browser = signed_in(server, service, member)
+    before = browser.sid
     page = browser.get(onelogin_auth(service).login(force_authn=True))
     assert is_login_page(page)
-    assert_refused(browser.login(page, stranger.email, stranger.password), 403, "not a member")
+    refused = browser.login(page, stranger.email, stranger.password)
+    assert refused.status_code == 401 and 'name="password"' in refused.text
+    assert "SAMLResponse" not in refused.text
+    assert browser.sid == before
 
 
 def test_session_of_a_non_member_gets_the_login_page(
@@ -457,9 +476,12 @@ def test_session_of_a_non_member_gets_the_login_page(
     assert is_login_page(browser.get(onelogin_auth(ours).login()))
 
 
-def test_user_added_to_the_organization_is_served_at_once(
+def test_same_email_in_another_organization_signs_in_separately(
     server: Server, owner: Account, org: str
 ) -> None:
+    """An account made in our organization with the email of a signed-in account elsewhere is
+    another account: the browser's sign-in to the other organization does not reach it, and
+    once it signs in too, both sign-ins live side by side in the browser."""
     stranger = outsider(server, owner)
     theirs = saml_service(server, owner.token, stranger.org)
     ours = saml_service(server, owner.token, org)
@@ -468,17 +490,22 @@ def test_user_added_to_the_organization_is_served_at_once(
     assert status_of(posted_message(browser.get(redirect_url(ours, xml)).text))[1] == (
         c.STATUS_NO_PASSIVE
     )
-    added = server.api(
-        "POST",
-        f"/organizations/{org}/members",
-        owner.token,
-        json={"email": stranger.email, "role": "member"},
+    same = add_user(server, owner.token, org, email=stranger.email, password="ours-password-1")
+    xml = authn_request(ours, IsPassive="true")
+    assert status_of(posted_message(browser.get(redirect_url(ours, xml)).text))[1] == (
+        c.STATUS_NO_PASSIVE
     )
-    assert added.status_code == 201, added.text
+    page = browser.get(onelogin_auth(ours).login())
+    assert is_login_page(page)
+    assert browser.login(page, stranger.email, stranger.password).status_code == 401
     auth = onelogin_auth(ours)
-    page = browser.get(auth.login(is_passive=True))
+    page = browser.sso(auth.login(), same.email, same.password)
     response = onelogin_accepts(ours, posted_message(page.text), auth.get_last_request_id())
     assert response.get_nameid() == stranger.email
+    for service in (theirs, ours):
+        auth = onelogin_auth(service)
+        page = browser.get(auth.login(is_passive=True))
+        onelogin_accepts(service, posted_message(page.text), auth.get_last_request_id())
 
 
 # Analytics -------------------------------------------------------------------------------
@@ -494,8 +521,9 @@ def test_analytics_counts_successful_responses(server: Server, owner: Account, o
         "last_login_at": None,
     }
     member = add_user(server, owner.token, org)
+    another = add_user(server, owner.token, org)
     first = Browser(server)
-    first.sso(onelogin_auth(service).login(), owner.email, owner.password)
+    first.sso(onelogin_auth(service).login(), another.email, another.password)
     first.sso(onelogin_auth(service).login())
     first.get(f"{service.base}/init")
     second = Browser(server)

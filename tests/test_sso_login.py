@@ -93,6 +93,40 @@ def test_login_page_names_the_organization_and_service(
     assert "Globex Corporation" in page.text
     assert f"App {service.svc}" in page.text
     assert '<label for="email">' in page.text and '<label for="password">' in page.text
+    assert f'<input type="hidden" name="org" value="{service.org}">' in page.text
+    assert 'id="org"' not in page.text  # the pending request fixes the organization
+
+
+def test_direct_login_page_asks_for_the_organization(
+    server: Server, service: SamlService, member: Account
+) -> None:
+    browser = Browser(server)
+    page = browser.get(f"{server.url}/login")
+    assert is_login_page(page)
+    assert re.search(r'<input id="org" name="org" type="text"[^>]*value=""', page.text)
+    prefilled = browser.get(f"{server.url}/login", params={"org": service.org})
+    assert re.search(
+        rf'<input id="org" name="org" type="text"[^>]*value="{service.org}"', prefilled.text
+    )
+    missing = browser.login(page, member.email, member.password)
+    assert missing.status_code == 400 and "organization" in error_of(missing)
+    elsewhere = browser.login(page, member.email, member.password, org="acme")
+    assert elsewhere.status_code == 401
+    assert browser.sid is None
+    answer = browser.login(prefilled, member.email, member.password, org=service.org)
+    assert answer.status_code == 200 and "You are signed in" in answer.text
+    assert browser.sid
+    auth = onelogin_auth(service)
+    sso = browser.get(auth.login())  # signed in to the organization: no login page
+    onelogin_accepts(service, posted_message(sso.text), auth.get_last_request_id())
+
+
+def test_pending_request_fixes_the_organization(
+    server: Server, service: SamlService, member: Account
+) -> None:
+    browser, page = login_page(server, service)
+    answer = browser.login(page, member.email, member.password, org="acme")
+    assert posted_message(answer.text).action == service.config["acs_url"]
 
 
 def test_unknown_email_and_wrong_password_get_the_same_answer(

@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from conftest import Account, Server
+from conftest import Account, Server, add_user
+from lxml import etree
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
+from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from saml2 import BINDING_HTTP_POST
 from saml_core_helpers import key_pair
 from sso_helpers import (
@@ -33,6 +35,12 @@ from sso_helpers import (
 from idp.saml import constants as c
 
 
+@pytest.fixture
+def member(server: Server, owner: Account, org: str) -> Account:
+    """An account of the test's organization (the module's owner is an operator)."""
+    return add_user(server, owner.token, org)
+
+
 def with_slo(server: Server, owner: Account, org: str, **config: Any) -> SamlService:
     """A service whose SP has a Single Logout endpoint."""
     service = saml_service(server, owner.token, org, **config)
@@ -40,10 +48,10 @@ def with_slo(server: Server, owner: Account, org: str, **config: Any) -> SamlSer
     return service
 
 
-def sign_in(service: SamlService, owner: Account, browser: Browser) -> tuple[str, str]:
+def sign_in(service: SamlService, account: Account, browser: Browser) -> tuple[str, str]:
     """SP-initiated SSO by python3-saml; the NameID and SessionIndex it received."""
     auth = onelogin_auth(service)
-    page = browser.sso(auth.login(), owner.email, owner.password)
+    page = browser.sso(auth.login(), account.email, account.password)
     response = onelogin_accepts(service, posted_message(page.text), auth.get_last_request_id())
     return response.get_nameid(), response.get_session_index()
 
@@ -61,6 +69,14 @@ def expired_session_cookie(page: requests.Response) -> bool:
     )
 
 
+def logout_statuses(page: requests.Response) -> list[str]:
+    """The status codes of the LogoutResponse an HTTP-Redirect answer carries."""
+    query = parse_qs(urlsplit(page.headers["Location"]).query)
+    xml = OneLogin_Saml2_Utils.decode_base64_and_inflate(query["SAMLResponse"][0])
+    root = etree.fromstring(xml)
+    return [code.get("Value") for code in root.iter(f"{{{c.SAMLP_NS}}}StatusCode")]
+
+
 def onelogin_logout_url(
     service: SamlService, name_id: str, session_index: str, **security: Any
 ) -> tuple[str, str]:
@@ -76,13 +92,13 @@ def onelogin_logout_url(
 
 
 def test_redirect_logout_answers_a_signed_redirect_python3_saml_accepts(
-    server: Server, owner: Account, org: str
+    server: Server, owner: Account, org: str, member: Account
 ) -> None:
     service = with_slo(server, owner, org)
     other = with_slo(server, owner, org)
     browser = Browser(server)
-    name_id, session_index = sign_in(service, owner, browser)
-    sign_in(other, owner, browser)
+    name_id, session_index = sign_in(service, member, browser)
+    sign_in(other, member, browser)
     old_sid = browser.sid
 
     request_id, url = onelogin_logout_url(service, name_id, session_index)
@@ -112,13 +128,13 @@ def test_redirect_logout_answers_a_signed_redirect_python3_saml_accepts(
 
 
 def test_post_logout_answers_a_signed_post_pysaml2_accepts(
-    server: Server, owner: Account, org: str, tmp_path: Path
+    server: Server, owner: Account, org: str, member: Account, tmp_path: Path
 ) -> None:
     service = with_slo(server, owner, org, name_id_format=c.NAMEID_PERSISTENT)
     client = pysaml2_sp(service, tmp_path)
     browser = Browser(server)
     request_id, url = pysaml2_redirect(client, service)
-    page = browser.sso(url, owner.email, owner.password)
+    page = browser.sso(url, member.email, member.password)
     info = pysaml2_accepts(client, posted_message(page.text), request_id).session_info()
 
     logout_id, logout = client.create_logout_request(
@@ -144,11 +160,11 @@ def test_post_logout_answers_a_signed_post_pysaml2_accepts(
 
 
 def test_logout_without_slo_url_shows_a_signed_out_page(
-    server: Server, owner: Account, org: str
+    server: Server, owner: Account, org: str, member: Account
 ) -> None:
     service = saml_service(server, owner.token, org)
     browser = Browser(server)
-    name_id, session_index = sign_in(service, owner, browser)
+    name_id, session_index = sign_in(service, member, browser)
     _, url = onelogin_logout_url(service, name_id, session_index)
     page = browser.get(url, allow_redirects=False)
     assert page.status_code == 200
@@ -160,23 +176,29 @@ def test_logout_without_slo_url_shows_a_signed_out_page(
 
 
 def test_cross_site_logout_without_cookie_ends_the_session_it_names(
-    server: Server, owner: Account, org: str
+    server: Server, owner: Account, org: str, member: Account
 ) -> None:
     service = with_slo(server, owner, org)
     browser = Browser(server)
-    name_id, session_index = sign_in(service, owner, browser)
+    name_id, session_index = sign_in(service, member, browser)
     stranger = Browser(server)
 
     _, url = onelogin_logout_url(service, "someone@else.test", session_index)
-    assert stranger.get(url, allow_redirects=False).status_code == 303
+    page = stranger.get(url, allow_redirects=False)
+    assert page.status_code == 303
+    assert logout_statuses(page) == [c.STATUS_REQUESTER, c.STATUS_UNKNOWN_PRINCIPAL]
     assert not signed_out(service, browser)
 
     _, url = onelogin_logout_url(service, name_id, session_index)
-    assert stranger.get(url, allow_redirects=False).status_code == 303
+    page = stranger.get(url, allow_redirects=False)
+    assert page.status_code == 303
+    assert logout_statuses(page) == [c.STATUS_SUCCESS]
     assert signed_out(service, browser)
 
 
-def test_logout_request_signed_when_required(server: Server, owner: Account, org: str) -> None:
+def test_logout_request_signed_when_required(
+    server: Server, owner: Account, org: str, member: Account
+) -> None:
     service = with_slo(
         server,
         owner,
@@ -186,7 +208,7 @@ def test_logout_request_signed_when_required(server: Server, owner: Account, org
     )
     browser = Browser(server)
     auth = onelogin_auth(service, authnRequestsSigned=True)
-    page = browser.sso(auth.login(), owner.email, owner.password)
+    page = browser.sso(auth.login(), member.email, member.password)
     response = onelogin_accepts(service, posted_message(page.text), auth.get_last_request_id())
     name_id, session_index = response.get_nameid(), response.get_session_index()
 
@@ -203,11 +225,11 @@ def test_logout_request_signed_when_required(server: Server, owner: Account, org
 
 @pytest.mark.parametrize("problem", ["issuer", "replay"])
 def test_refused_logout_request_keeps_the_session(
-    server: Server, owner: Account, org: str, problem: str
+    server: Server, owner: Account, org: str, member: Account, problem: str
 ) -> None:
     service = with_slo(server, owner, org)
     browser = Browser(server)
-    name_id, session_index = sign_in(service, owner, browser)
+    name_id, session_index = sign_in(service, member, browser)
     _, url = onelogin_logout_url(service, name_id, session_index)
     if problem == "issuer":
         other = saml_service(server, owner.token, org)
@@ -215,6 +237,6 @@ def test_refused_logout_request_keeps_the_session(
         assert_refused(page, 400, "comes from the SP")
     else:
         assert browser.get(url, allow_redirects=False).status_code == 303
-        sign_in(service, owner, browser)
+        sign_in(service, member, browser)
         assert_refused(browser.get(url, allow_redirects=False), 400, "already used")
     assert not signed_out(service, browser)

@@ -1,4 +1,5 @@
-"""Subscriptions: create by user id or email, list, cancel; one active per user and service."""
+"""Subscriptions: create by user id or email (accounts of the service's organization), list,
+cancel; one active per account and service."""
 
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ def plan(server: Server, owner: Account, org: str, svc: str) -> dict[str, Any]:
     return new_plan(client(server, owner), org, svc)
 
 
+@pytest.fixture
+def person(server: Server, owner: Account, org: str) -> Account:
+    """An account of the test's organization (the module's owner is an operator, with no
+    account there to subscribe)."""
+    return add_user(server, owner.token, org)
+
+
 def test_create_by_email_or_user_id(
     server: Server, owner: Account, org: str, svc: str, plan: dict[str, Any]
 ) -> None:
@@ -37,21 +45,25 @@ def test_create_by_email_or_user_id(
     )
     assert set(by_email) == {"id", "user_id", "plan_id", "status", "created_at"}
     assert by_email["plan_id"] == plan["id"] and by_email["status"] == "active"
-    members = sso.organizations.members.list(org)["members"]
-    owner_id = next(m["user_id"] for m in members if m["email"] == owner.email)
+    users = sso.users.list(org)["users"]
+    assert by_email["user_id"] == next(u["id"] for u in users if u["email"] == member.email)
+    person = add_user(server, owner.token, org)
+    person_id = next(u["id"] for u in sso.users.list(org)["users"] if u["email"] == person.email)
     by_id = sso.services.subscriptions.create(
-        org, svc, {"user_id": owner_id, "plan_id": plan["id"]}
+        org, svc, {"user_id": person_id, "plan_id": plan["id"]}
     )
-    assert by_id["user_id"] == owner_id
+    assert by_id["user_id"] == person_id
     listed = client(server, member).services.subscriptions.list(org, svc)
     assert listed == {"subscriptions": [by_email, by_id]}
 
 
 def test_cancel_keeps_the_subscription_listed(
-    server: Server, owner: Account, org: str, svc: str, plan: dict[str, Any]
+    server: Server, owner: Account, org: str, svc: str, plan: dict[str, Any], person: Account
 ) -> None:
     sso = client(server, owner)
-    sub = sso.services.subscriptions.create(org, svc, {"email": owner.email, "plan_id": plan["id"]})
+    sub = sso.services.subscriptions.create(
+        org, svc, {"email": person.email, "plan_id": plan["id"]}
+    )
     sso.services.subscriptions.cancel(org, svc, sub["id"])
     sso.services.subscriptions.cancel(org, svc, sub["id"])
     assert sso.services.subscriptions.list(org, svc) == {
@@ -63,16 +75,16 @@ def test_cancel_keeps_the_subscription_listed(
 
 
 def test_one_active_subscription_per_user_and_service(
-    server: Server, owner: Account, org: str, svc: str, plan: dict[str, Any]
+    server: Server, owner: Account, org: str, svc: str, plan: dict[str, Any], person: Account
 ) -> None:
     sso = client(server, owner)
     second_plan = new_plan(sso, org, svc)
-    body = {"email": owner.email, "plan_id": plan["id"]}
+    body = {"email": person.email, "plan_id": plan["id"]}
     first = sso.services.subscriptions.create(org, svc, body)
     fails(lambda: sso.services.subscriptions.create(org, svc, body), 409, "conflict")
     fails(
         lambda: sso.services.subscriptions.create(
-            org, svc, {"email": owner.email, "plan_id": second_plan["id"]}
+            org, svc, {"email": person.email, "plan_id": second_plan["id"]}
         ),
         409,
         "conflict",
@@ -80,20 +92,20 @@ def test_one_active_subscription_per_user_and_service(
     other = new_service(sso, org)["slug"]
     other_plan = new_plan(sso, org, other)
     assert sso.services.subscriptions.create(
-        org, other, {"email": owner.email, "plan_id": other_plan["id"]}
+        org, other, {"email": person.email, "plan_id": other_plan["id"]}
     )
     sso.services.subscriptions.cancel(org, svc, first["id"])
     moved = sso.services.subscriptions.create(
-        org, svc, {"email": owner.email, "plan_id": second_plan["id"]}
+        org, svc, {"email": person.email, "plan_id": second_plan["id"]}
     )
     assert moved["status"] == "active"
 
 
 def test_racing_subscriptions_give_one(
-    server: Server, owner: Account, org: str, svc: str, plan: dict[str, Any]
+    server: Server, owner: Account, org: str, svc: str, plan: dict[str, Any], person: Account
 ) -> None:
     path = f"/organizations/{org}/services/{svc}/subscriptions"
-    body = {"email": owner.email, "plan_id": plan["id"]}
+    body = {"email": person.email, "plan_id": plan["id"]}
 
     def create(_: int) -> int:
         return server.api("POST", path, owner.token, json=body).status_code
@@ -125,18 +137,21 @@ def test_plan_delete_racing_subscriptions_never_drops_one(
     assert set(subscribed) <= {201, 404, 409}
 
 
-def test_user_must_be_a_member_and_plan_of_the_service(
-    server: Server, owner: Account, org: str, svc: str, plan: dict[str, Any]
+def test_user_must_be_an_account_of_the_org_and_plan_of_the_service(
+    server: Server, owner: Account, org: str, svc: str, plan: dict[str, Any], person: Account
 ) -> None:
     sso = client(server, owner)
     stranger = add_user(server, owner.token, "acme")
+    acme = sso.users.list("acme")["users"]
+    stranger_id = next(u["id"] for u in acme if u["email"] == stranger.email)
     foreign_plan = new_plan(sso, org, new_service(sso, org)["slug"])
     for body in (
         {"email": stranger.email, "plan_id": plan["id"]},
+        {"user_id": stranger_id, "plan_id": plan["id"]},
         {"email": "ghost@example.test", "plan_id": plan["id"]},
         {"user_id": "no-such-user", "plan_id": plan["id"]},
-        {"email": owner.email, "plan_id": foreign_plan["id"]},
-        {"email": owner.email, "plan_id": "no-such-plan"},
+        {"email": person.email, "plan_id": foreign_plan["id"]},
+        {"email": person.email, "plan_id": "no-such-plan"},
     ):
         fails(lambda b=body: sso.services.subscriptions.create(org, svc, b), 404, "not_found")
 
@@ -167,9 +182,13 @@ def test_invalid_bodies(
         assert error.details["body"] == "give exactly one of user_id or email"
 
 
-def test_roles(server: Server, owner: Account, org: str, svc: str, plan: dict[str, Any]) -> None:
+def test_roles(
+    server: Server, owner: Account, org: str, svc: str, plan: dict[str, Any], person: Account
+) -> None:
     sso = client(server, owner)
-    sub = sso.services.subscriptions.create(org, svc, {"email": owner.email, "plan_id": plan["id"]})
+    sub = sso.services.subscriptions.create(
+        org, svc, {"email": person.email, "plan_id": plan["id"]}
+    )
     member = client(server, add_user(server, owner.token, org))
     admin_account = add_user(server, owner.token, org, role="admin")
     admin = client(server, admin_account)
@@ -177,7 +196,7 @@ def test_roles(server: Server, owner: Account, org: str, svc: str, plan: dict[st
     body = {"email": admin_account.email, "plan_id": plan["id"]}
     fails(lambda: member.services.subscriptions.create(org, svc, body), 403, "forbidden")
     fails(lambda: member.services.subscriptions.cancel(org, svc, sub["id"]), 403, "forbidden")
-    fails(lambda: outsider.services.subscriptions.list(org, svc), 403, "forbidden")
+    fails(lambda: outsider.services.subscriptions.list(org, svc), 404, "not_found")
     fails(
         lambda: SsoClient(server.url).services.subscriptions.list(org, svc), 401, "unauthenticated"
     )
@@ -187,10 +206,12 @@ def test_roles(server: Server, owner: Account, org: str, svc: str, plan: dict[st
 
 
 def test_subscription_writes_are_audited(
-    server: Server, owner: Account, org: str, svc: str, plan: dict[str, Any]
+    server: Server, owner: Account, org: str, svc: str, plan: dict[str, Any], person: Account
 ) -> None:
     sso = client(server, owner)
-    sub = sso.services.subscriptions.create(org, svc, {"email": owner.email, "plan_id": plan["id"]})
+    sub = sso.services.subscriptions.create(
+        org, svc, {"email": person.email, "plan_id": plan["id"]}
+    )
     sso.services.subscriptions.cancel(org, svc, sub["id"])
     sso.services.subscriptions.cancel(org, svc, sub["id"])
     with storage(server) as session:

@@ -24,6 +24,7 @@ from conftest import (
     server_env,
     start_server,
     stop_server,
+    unique_slug,
 )
 from requests.adapters import HTTPAdapter
 
@@ -73,6 +74,7 @@ class Client:
 
     server: Server
     address: str
+    org: str = "acme"  # the organization its sign-ins aim at
 
     def __post_init__(self) -> None:
         page = self.http().get(f"{self.server.url}/login", timeout=10)
@@ -90,7 +92,12 @@ class Client:
     def page_login(self, email: str, password: str) -> requests.Response:
         return self.http().post(
             f"{self.server.url}/login",
-            data={"csrf_token": self.token, "email": email, "password": password},
+            data={
+                "csrf_token": self.token,
+                "org": self.org,
+                "email": email,
+                "password": password,
+            },
             headers={"Cookie": f"idp_csrf={self.cookie}"},
             allow_redirects=False,
             timeout=30,
@@ -99,7 +106,7 @@ class Client:
     def api_login(self, email: str, password: str) -> requests.Response:
         return self.http().post(
             f"{self.server.url}/api/auth/login",
-            json={"email": email, "password": password},
+            json={"email": email, "password": password, "organization": self.org},
             timeout=30,
         )
 
@@ -107,9 +114,9 @@ class Client:
 ADDRESSES = iter(f"127.0.0.{n}" for n in range(20, 250))
 
 
-def client(server: Server) -> Client:
-    """A client at a loopback address no other test uses."""
-    return Client(server, next(ADDRESSES))
+def client(server: Server, org: str = "acme") -> Client:
+    """A client at a loopback address no other test uses, signing in to ``org``."""
+    return Client(server, next(ADDRESSES), org)
 
 
 def burst(calls: list[Callable[[], requests.Response]]) -> Counter[int]:
@@ -176,6 +183,23 @@ def test_the_page_and_the_api_share_one_count(server: Server, victim: Account) -
     elsewhere = client(server)  # the email is locked, whatever the address
     assert elsewhere.page_login(victim.email, victim.password).status_code == 429
     refused_until_the_window_ends(lambda: elsewhere.api_login(victim.email, victim.password))
+
+
+def test_the_email_is_counted_within_its_organization(
+    server: Server, owner: Account, victim: Account
+) -> None:
+    """The same email in another organization names another account, with its own count."""
+    other = unique_slug("other")
+    body = {"slug": other, "name": other}
+    assert server.api("POST", "/organizations", owner.token, json=body).status_code == 201
+    twin = add_user(server, owner.token, other, email=victim.email, password="twin-password-1")
+    guesser = client(server)
+    answers = burst([lambda: guesser.page_login(victim.email, "wrong-password")] * BURST)
+    assert answers == {401: PER_EMAIL, 429: BURST - PER_EMAIL}
+    assert guesser.page_login(victim.email, victim.password).status_code == 429
+    elsewhere = client(server, other)
+    assert signed_in(elsewhere.page_login(twin.email, twin.password))
+    assert signed_in(elsewhere.api_login(twin.email, twin.password))
 
 
 def test_concurrent_guesses_from_one_address_pass_at_most_its_limit(

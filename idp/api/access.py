@@ -100,20 +100,12 @@ def organization(
 
     Another organization's accounts and keys are told it does not exist (404).
     """
-    org = organizations.by_slug(session, slug)
-    missing = not_found(f"Organization '{slug}' not found")
-    if org is None:
-        raise missing
+    org = _visible_organization(session, slug)
     caller = principal()
     if isinstance(caller, KeyPrincipal):
-        if caller.organization_id != org.id:
-            raise missing
         _check_permission(caller, permission)
-    elif isinstance(caller, AccountPrincipal):
-        if caller.account.organization_id != org.id:
-            raise missing
-        if caller.account.role not in need.value:
-            raise forbidden(f"This needs the {_role_words(need)} role in '{slug}'")
+    elif isinstance(caller, AccountPrincipal) and caller.account.role not in need.value:
+        raise forbidden(f"This needs the {_role_words(need)} role in '{slug}'")
     return org
 
 
@@ -121,15 +113,37 @@ def service(
     session: Session, org_slug: str, svc_slug: str, need: Need, permission: str | None = None
 ) -> tuple[Organization, Service]:
     """The organization and service, if the caller may act on the service (a service key
-    is told other services do not exist)."""
-    org = organization(session, org_slug, need, permission)
+    is told other services do not exist, whatever the route asks: its permission is checked
+    only once the service is found to be its own)."""
+    caller = principal()
+    key = caller if isinstance(caller, KeyPrincipal) else None
+    if key is None:
+        org = organization(session, org_slug, need, permission)
+    else:
+        org = _visible_organization(session, org_slug)
     svc = session.scalar(
         select(Service).where(Service.organization_id == org.id, Service.slug == svc_slug)
     )
-    caller = principal()
-    if svc is None or (isinstance(caller, KeyPrincipal) and caller.service_id != svc.id):
+    if svc is None or (key is not None and key.service_id != svc.id):
         raise not_found(f"Service '{svc_slug}' not found in organization '{org_slug}'")
+    if key is not None:
+        _check_permission(key, permission)
     return org, svc
+
+
+def _visible_organization(session: Session, slug: str) -> Organization:
+    """The organization, unless it does not exist or is another one than the caller's
+    (an account's or a service key's): both are the same 404."""
+    org = organizations.by_slug(session, slug)
+    missing = not_found(f"Organization '{slug}' not found")
+    if org is None:
+        raise missing
+    caller = principal()
+    if isinstance(caller, KeyPrincipal) and caller.organization_id != org.id:
+        raise missing
+    if isinstance(caller, AccountPrincipal) and caller.account.organization_id != org.id:
+        raise missing
+    return org
 
 
 def _check_permission(caller: KeyPrincipal, permission: str | None) -> None:

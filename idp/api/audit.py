@@ -46,7 +46,8 @@ component(
                 "properties": {
                     "type": {
                         "type": "string",
-                        "description": "user, api_key, provision, cli, idp or anonymous",
+                        "description": "user (an account), operator, platform_key, api_key, "
+                        "provision, cli, idp or anonymous",
                     },
                     "id": OPTIONAL_ID,
                 },

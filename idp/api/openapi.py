@@ -160,7 +160,7 @@ def document(base_url: str) -> dict[str, Any]:
         paths.setdefault("/api" + path, {})[op.method.lower()] = _operation_doc(op)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "IdP admin API", "version": "1.1"},
+        "info": {"title": "IdP admin API", "version": "2.0"},
         "servers": [{"url": base_url}],
         "paths": paths,
         "components": {

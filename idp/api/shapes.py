@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from idp.domain.shapes import iso
 
-def iso(value: datetime | None) -> str | None:
-    """An ISO 8601 UTC timestamp ending in Z, or None."""
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
+__all__ = ["OPTIONAL_STRING", "TIMESTAMP", "iso", "text"]
 
 
 TIMESTAMP = {"type": "string", "format": "date-time"}

@@ -42,7 +42,15 @@ class SsoApiError(Exception):
 
 
 def path(*segments: str) -> str:
-    """An API path from segments, each percent-encoded (slugs and ids cannot escape it)."""
+    """An API path from segments, each percent-encoded so that it stays one segment.
+
+    A segment that no encoding keeps in place names nothing, and raises SsoApiError 404
+    without a request: one holding ``/`` (servers decode ``%2F`` before routing), and an
+    empty, ``.`` or ``..`` one (URL parsing drops or resolves it).
+    """
+    for segment in segments:
+        if segment in ("", ".", "..") or "/" in segment:
+            raise SsoApiError(404, "not_found", f"{segment!r} names no API resource")
     return "".join("/" + quote(segment, safe="") for segment in segments)
 
 
@@ -60,9 +68,10 @@ class Transport:
         api_path: str,
         *,
         body: Mapping[str, Any] | None = None,
-        params: Mapping[str, int] | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> Any:
-        """One request; the decoded JSON answer, None for 204, SsoApiError for 4xx/5xx."""
+        """One request; the decoded JSON answer, None for 204, SsoApiError for anything else
+        (redirects are not followed: the API never sends one, a proxy's would lose the body)."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         response = requests.request(
             method,
@@ -71,8 +80,9 @@ class Transport:
             params=params,
             headers=headers,
             timeout=self.timeout,
+            allow_redirects=False,
         )
-        if response.status_code >= 400:
+        if response.status_code >= 300:
             raise SsoApiError.from_response(response)
         return response.json() if response.content else None
 
@@ -87,3 +97,8 @@ class Transport:
     def empty(self, method: str, api_path: str) -> None:
         """A call answering 204 No Content."""
         self.call(method, api_path)
+
+
+def merged(payload: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> Json:
+    """A request body: the payload mapping, then keyword fields on top of it."""
+    return {**(payload or {}), **fields}

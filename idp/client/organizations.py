@@ -1,55 +1,37 @@
-"""``sso.organizations``: organizations, their members and their users."""
+"""``sso.organizations``: the tenants, created and deleted by operators and platform keys."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from idp.client.http import Json, Transport, path
-
-
-class Members:
-    """``sso.organizations.members``: existing users and their roles."""
-
-    def __init__(self, http: Transport) -> None:
-        self._http = http
-
-    def add(self, org: str, payload: Mapping[str, Any]) -> Json:
-        """Add an existing user ({email, role}); returns Member."""
-        return self._http.object("POST", path("organizations", org, "members"), body=payload)
-
-    def list(self, org: str) -> Json:
-        """{members: [Member]}."""
-        return self._http.object("GET", path("organizations", org, "members"))
-
-
-class Users:
-    """``sso.organizations.users``: create users (or attach existing ones) as members."""
-
-    def __init__(self, http: Transport) -> None:
-        self._http = http
-
-    def create(self, org: str, payload: Mapping[str, Any]) -> Json:
-        """{email, name?, given_name?, family_name?, groups?, password?, role?} → User."""
-        return self._http.object("POST", path("organizations", org, "users"), body=payload)
-
-    def list(self, org: str) -> Json:
-        """{users: [User]}."""
-        return self._http.object("GET", path("organizations", org, "users"))
+from idp.client.http import Json, Transport, merged, path
+from idp.client.users import Users
 
 
 class Organizations:
-    """``sso.organizations``."""
+    """``sso.organizations``.
 
-    def __init__(self, http: Transport) -> None:
+    ``users`` is the same object as ``sso.users`` (where v1.1 code found it).
+    """
+
+    def __init__(self, http: Transport, users: Users) -> None:
         self._http = http
-        self.members = Members(http)
-        self.users = Users(http)
+        self.users = users
 
-    def create(self, payload: Mapping[str, Any]) -> Json:
-        """Create an organization ({slug, name}); the caller becomes its owner."""
-        return self._http.object("POST", path("organizations"), body=payload)
+    def list(self) -> Json:
+        """{organizations: [Organization]}: every one for a platform caller, else its own."""
+        return self._http.object("GET", path("organizations"))
+
+    def create(self, payload: Mapping[str, Any] | None = None, /, **fields: Any) -> Json:
+        """Create an organization ({slug, name}) → Organization; operators and platform keys
+        only (403 otherwise). Its accounts, the first owner included, come from ``sso.users``."""
+        return self._http.object("POST", path("organizations"), body=merged(payload, fields))
 
     def get(self, org: str) -> Json:
         """Organization {id, slug, name, created_at}."""
         return self._http.object("GET", path("organizations", org))
+
+    def delete(self, org: str) -> None:
+        """Delete the organization with everything it owns (operators and platform keys only)."""
+        self._http.empty("DELETE", path("organizations", org))

@@ -1,4 +1,4 @@
-"""``sso.services``: services, plans, subscriptions, API keys and the SAML IdP of each service."""
+"""``sso.services``: services, plans, subscriptions, API keys, analytics, SAML IdPs."""
 
 from __future__ import annotations
 
@@ -37,13 +37,13 @@ class Plans:
 
 
 class Subscriptions:
-    """``sso.services.subscriptions``: members' subscriptions to plans."""
+    """``sso.services.subscriptions``: accounts' subscriptions to the service's plans."""
 
     def __init__(self, http: Transport) -> None:
         self._http = http
 
     def create(self, org: str, svc: str, payload: Mapping[str, Any]) -> Json:
-        """Subscribe a member ({user_id or email, plan_id}); returns Subscription."""
+        """Subscribe an account of the organization ({user_id or email, plan_id})."""
         return self._http.object("POST", _service(org, svc, "subscriptions"), body=payload)
 
     def list(self, org: str, svc: str) -> Json:
@@ -62,7 +62,7 @@ class ApiKeys:
         self._http = http
 
     def create(self, org: str, svc: str, payload: Mapping[str, Any]) -> Json:
-        """Create a key; the answer's ``key`` is shown this once."""
+        """Create a key; the answer's ``key`` is shown this once (``write:users`` → 400)."""
         return self._http.object("POST", _service(org, svc, "api-keys"), body=payload)
 
     def list(self, org: str, svc: str, limit: int = 50, offset: int = 0) -> Json:
@@ -86,7 +86,8 @@ class Saml:
         self._http = http
 
     def configure(self, org: str, svc: str, payload: Mapping[str, Any]) -> Json:
-        """Set the Service Provider this IdP serves; returns {message}."""
+        """Set the Service Provider this IdP serves (and, optionally, who may use it:
+        ``allowed_groups``, ``require_subscription``); returns {message}."""
         return self._http.object("PUT", _service(org, svc, "saml"), body=payload)
 
     def get_config(self, org: str, svc: str) -> Json:
@@ -149,3 +150,7 @@ class Services:
     def delete(self, org: str, svc: str) -> None:
         """Delete the service with its plans, subscriptions, API keys and SAML setup."""
         self._http.empty("DELETE", _service(org, svc))
+
+    def analytics(self, org: str, svc: str) -> Json:
+        """{logins_total, logins_24h, unique_users_30d, last_login_at}: SSO Responses issued."""
+        return self._http.object("GET", _service(org, svc, "analytics"))

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from idp import audit
 from idp.auth import PERMISSIONS, digest, new_api_key
 from idp.domain.errors import Invalid, NotFound
-from idp.domain.services import iso
+from idp.domain.shapes import iso
 from idp.store.models import ApiKey, Organization, Service, utcnow
 
 MAX_EXPIRY_DAYS = 3650

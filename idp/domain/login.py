@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import redis
+from sqlalchemy import update
 
 from idp import audit
 from idp.auth import login_subjects
@@ -53,10 +54,11 @@ def sign_in(rt: Runtime, attempt: Attempt, throttle_required: bool) -> Account |
     retry_after = _throttle(lambda: rt.store.take_attempt(subjects, window), throttle_required)
     if retry_after:
         raise Throttled(retry_after)
-    org, subject = _find(rt, attempt.organization, email)
+    org, found = _find(rt, attempt.organization, email)
+    subject = None if isinstance(found, Account) and found.disabled else found
     stored = subject.password_hash if subject is not None else None
     if not rt.passwords.verify(stored, attempt.password) or subject is None:
-        _record(rt, attempt, org, subject, "login.failure")
+        _record(rt, attempt, org, found, "login.failure")  # a disabled account is named too
         raise WrongCredentials(WRONG_CREDENTIALS)
     _throttle(lambda: rt.store.login_succeeded(*subjects), throttle_required)
     if stored is not None and rt.passwords.needs_rehash(stored):
@@ -73,18 +75,19 @@ def _find(
             return None, operators.by_email(session, email)
         org = organizations.by_slug(session, organization)
         account = None if org is None else accounts.by_email(session, org.id, email)
-    if account is not None and account.disabled:
-        return org, None
     return org, account
 
 
 def _rehash(rt: Runtime, subject: Account | Operator, password: str) -> None:
     """Store the password under the current argon2 parameters."""
     new_hash = rt.passwords.hash(password)
+    model = Account if isinstance(subject, Account) else Operator
     with rt.db.write() as session:
-        row = session.get(type(subject), subject.id)
-        if row is not None and row.password_hash == subject.password_hash:
-            row.password_hash = new_hash
+        session.execute(
+            update(model)
+            .where(model.id == subject.id, model.password_hash == subject.password_hash)
+            .values(password_hash=new_hash)
+        )
 
 
 def _throttle(step: Callable[[], T], required: bool) -> T | None:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from idp import audit
 from idp.auth import Passwords, digest, new_platform_key
 from idp.domain.errors import NotFound
+from idp.domain.shapes import iso
 from idp.store.models import Operator, PlatformKey
 
 
@@ -43,10 +44,8 @@ def platform_key_json(key: PlatformKey) -> dict[str, Any]:
         "id": key.id,
         "name": key.name,
         "prefix": key.prefix,
-        "created_at": key.created_at.isoformat().replace("+00:00", "Z"),
-        "last_used_at": None
-        if key.last_used_at is None
-        else key.last_used_at.isoformat().replace("+00:00", "Z"),
+        "created_at": iso(key.created_at),
+        "last_used_at": iso(key.last_used_at),
     }
 
 

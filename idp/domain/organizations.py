@@ -10,13 +10,13 @@ from sqlalchemy.orm import Session
 
 from idp import audit
 from idp.domain.errors import Conflict, NotFound
+from idp.domain.shapes import iso
 from idp.store.models import Organization
 
 
 def organization_json(org: Organization) -> dict[str, Any]:
     """Organization {id, slug, name, created_at}."""
-    created = org.created_at.isoformat().replace("+00:00", "Z")
-    return {"id": org.id, "slug": org.slug, "name": org.name, "created_at": created}
+    return {"id": org.id, "slug": org.slug, "name": org.name, "created_at": iso(org.created_at)}
 
 
 def by_slug(session: Session, slug: str) -> Organization | None:

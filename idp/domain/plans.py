@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from idp import audit
 from idp.domain.errors import Conflict, NotFound
-from idp.domain.services import iso
+from idp.domain.shapes import iso
 from idp.store.models import Organization, Plan, Service, Subscription, utcnow
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from idp import audit, keys
 from idp.domain.errors import Conflict, Invalid, NotFound
-from idp.domain.services import iso
+from idp.domain.shapes import iso
 from idp.settings import Settings
 from idp.store.models import Organization, SamlCertificate, SamlConfig, Service
 
@@ -67,7 +67,7 @@ def settings(fields: dict[str, Any]) -> dict[str, Any]:
     when the signing rules are broken.
     """
     wanted = {name: fields.get(name, DEFAULTS.get(name)) for name in FIELDS}
-    wanted["allowed_groups"] = list(wanted["allowed_groups"])
+    wanted["allowed_groups"] = list(wanted["allowed_groups"] or ())
     if wanted["sp_certificate"] is not None:
         wanted["sp_certificate"] = _canonical_pem(wanted["sp_certificate"])
     _check(wanted)

@@ -7,7 +7,7 @@ certificates with it (the database cascades).
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import case, distinct, func, select
@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from idp import audit
 from idp.domain.errors import Conflict, LimitReached
+from idp.domain.shapes import iso
 from idp.store.models import Event, Organization, Service, utcnow
 
 SERVICE_TYPES = ("web", "mobile", "cli", "api")
@@ -22,10 +23,6 @@ PROVIDERS = ("github", "google", "microsoft")
 EDITABLE = ("name", "github_scopes", "google_scopes", "microsoft_scopes", "redirect_uris")
 SSO_SUCCESS = "sso.success"
 
-
-def iso(value: datetime | None) -> str | None:
-    """An ISO 8601 UTC timestamp ending in Z, or None."""
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 def service_json(svc: Service) -> dict[str, Any]:

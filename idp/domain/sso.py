@@ -53,8 +53,10 @@ class Request:
         return {"subject": subject, "context": context}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Request:
-        """The inverse of to_json."""
+    def from_json(cls, data: dict[str, Any] | None) -> Request:
+        """The inverse of to_json (None: a request kept before asks were kept, asking nothing)."""
+        if data is None:
+            return cls.unsolicited()
         subject = None if data["subject"] is None else NameId(**data["subject"])
         context = data["context"]
         if context is not None:

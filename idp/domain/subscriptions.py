@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from idp import audit
 from idp.domain import accounts, plans
 from idp.domain.errors import Conflict, NotFound
-from idp.domain.services import iso
+from idp.domain.shapes import iso
 from idp.store.models import Account, Organization, Service, Subscription, utcnow
 
 ALREADY_ACTIVE = "This user already has an active subscription to this service"

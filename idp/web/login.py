@@ -11,6 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
 from idp.domain import login as logins
+from idp.domain import sso as decision
 from idp.domain.errors import Throttled, WrongCredentials
 from idp.metrics import LOGINS
 from idp.runtime import runtime
@@ -47,9 +48,9 @@ def _pending(token: str | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         "org_name": pending["org_name"],
         "service_name": pending["service_name"],
     }
-    subject = pending["ask"]["subject"]
-    if subject is not None and subject["format"] == NAMEID_EMAIL:
-        context["email"] = subject["value"]  # the SP asked about this person
+    subject = decision.Request.from_json(pending.get("ask")).subject
+    if subject is not None and subject.format == NAMEID_EMAIL:
+        context["email"] = subject.value  # the SP asked about this person
     return pending, context
 
 

@@ -87,9 +87,8 @@ def _matching_session(
     """The session whose sign-in to this organization gave this SP the request's NameID (and
     SessionIndex): this browser's, or, without the cookie (a cross-site POST), the one that
     issued the request's SessionIndex."""
-    candidates = [browser_session] if browser_session is not None else []
     store = runtime().store
-    candidates += [store.session_for_index(index) for index in logout.session_indexes]
+    candidates = [browser_session] + [store.session_for_index(i) for i in logout.session_indexes]
     for session in candidates:
         signin = session.signins.get(provider.org_id) if session is not None else None
         login = signin.sps.get(provider.service_id) if signin is not None else None

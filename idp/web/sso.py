@@ -89,7 +89,7 @@ def resume(org: str, svc: str) -> Response:
     state = browser_state()
     provider, _ = ready(org, svc, state.version)
     request_id, relay_state = pending["request_id"], pending["relay_state"]
-    ask = decision.Request.from_json(pending["ask"])
+    ask = decision.Request.from_json(pending.get("ask"))
     signed = signed_in(provider, state)
     fresh = signed is not None and signed.signin.authn_instant >= pending["created"]
     if signed is None or (pending["force_authn"] and not fresh):
