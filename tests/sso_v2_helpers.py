@@ -5,7 +5,6 @@ python3-saml and pysaml2, signed error answers, and a full read of the test Redi
 from __future__ import annotations
 
 import base64
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from sso_helpers import (
     PostedMessage,
     SamlService,
     is_login_page,
+    login_fields,
     onelogin_accepts,
     onelogin_auth,
     onelogin_request,
@@ -76,7 +76,7 @@ def create_person(
     password: str | None = None,
     groups: list[str] | None = None,
 ) -> Person:
-    """An account created through the API (no bearer login: its password stays unused)."""
+    """An account created through the API (unlike conftest.add_user, not logged in there)."""
     email = email or f"{unique_slug('person')}@example.test"
     password = password or f"pw-{unique_slug('secret')}"
     body: dict[str, Any] = {"email": email, "password": password, "role": "member"}
@@ -87,11 +87,6 @@ def create_person(
     return Person(org, email, password, response.json()["id"], list(groups or []))
 
 
-def login_fields(page: requests.Response) -> dict[str, str]:
-    """The hidden fields of a login page (csrf_token, pending, org)."""
-    return dict(re.findall(r'name="(csrf_token|pending|org)" value="([^"]*)"', page.text))
-
-
 def submit_login(
     browser: Browser, page: requests.Response, email: str, password: str, **typed: str
 ) -> requests.Response:
@@ -100,7 +95,7 @@ def submit_login(
     assert is_login_page(page), (page.status_code, page.text[:1000])
     return browser.post(
         f"{browser.server.url}/login",
-        {**login_fields(page), **typed, "email": email, "password": password},
+        {**login_fields(page.text), **typed, "email": email, "password": password},
     )
 
 

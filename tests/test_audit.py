@@ -33,26 +33,37 @@ CLOCK_SLACK = timedelta(seconds=2)
 
 @dataclass
 class Caller:
-    """An account with its user id."""
+    """Someone calling the API: the account (or operator) with its id and audit actor type."""
 
     account: Account
     user_id: str
+    actor_type: str  # "operator", or "user" for an organization's account
 
     @property
     def token(self) -> str:
         return self.account.token
 
+    @property
+    def actor(self) -> dict[str, str]:
+        return {"type": self.actor_type, "id": self.user_id}
 
-def me(server: Server, account: Account) -> Caller:
-    response = server.api(
-        "POST", "/auth/login", json={"email": account.email, "password": account.password}
-    )
+
+def me(server: Server, account: Account, organization: str | None = None) -> Caller:
+    """The caller behind ``account``: an operator, or with ``organization`` its account there."""
+    body = {"email": account.email, "password": account.password}
+    if organization is not None:
+        body["organization"] = organization
+    response = server.api("POST", "/auth/login", json=body)
     assert response.status_code == 200, response.text
-    return Caller(account, response.json()["user"]["id"])
+    user = response.json()["user"]
+    token = response.json()["token"]
+    signed_in = Account(account.email, account.password, token, organization or account.org)
+    return Caller(signed_in, user["id"], "user" if organization else "operator")
 
 
 @pytest.fixture(scope="module")
 def caller(server: Server, owner: Account) -> Caller:
+    """The module's operator, acting as an owner in every organization."""
     return me(server, owner)
 
 
@@ -78,7 +89,7 @@ def recorded(
     new = [e for e in events(server, caller.token, org) if e["id"] not in known]
     assert [e["action"] for e in new] == [action], new
     event = new[0]
-    assert event["actor"] == {"type": "user", "id": caller.user_id}
+    assert event["actor"] == caller.actor
     created = datetime.fromisoformat(event["created_at"].replace("Z", "+00:00"))
     assert started - CLOCK_SLACK <= created <= finished + CLOCK_SLACK
     return event, result
@@ -105,25 +116,61 @@ def test_organization_create(server: Server, caller: Caller) -> None:
     )
     (event,) = events(server, caller.token, slug)
     assert event["action"] == "organization.create"
-    assert event["actor"] == {"type": "user", "id": caller.user_id}
+    assert event["actor"] == {"type": "operator", "id": caller.user_id}
     assert (event["resource_type"], event["resource_id"]) == ("organization", created["id"])
     assert event["summary"] == {"after": created}
 
 
-def test_member_add(server: Server, caller: Caller, org: str, owner: Account) -> None:
-    elsewhere = add_user(server, owner.token, owner.org)  # an existing user, not yet in org
-    body = {"email": elsewhere.email, "role": "admin"}
-    event, member = recorded(
+def test_user_update_and_delete(server: Server, caller: Caller, org: str, owner: Account) -> None:
+    account = add_user(server, owner.token, org)
+    user_id = next(
+        u["id"]
+        for u in client(server, caller.account).users.list(org)["users"]
+        if u["email"] == account.email
+    )
+    path = f"/organizations/{org}/users/{user_id}"
+    password = "a-new-password-" + unique_slug("pw")
+    body = {"role": "admin", "groups": ["ops"], "password": password}
+    event, user = recorded(
         server,
         caller,
         org,
-        "member.add",
-        lambda: ok(
-            server.api("POST", f"/organizations/{org}/members", caller.token, json=body), 201
-        ),
+        "user.update",
+        lambda: ok(server.api("PATCH", path, caller.token, json=body)),
     )
-    assert (event["resource_type"], event["resource_id"]) == ("member", member["user_id"])
-    assert event["summary"] == {"after": member}
+    assert (event["resource_type"], event["resource_id"]) == ("user", user_id)
+    assert event["user_id"] == user_id
+    assert (event["summary"]["before"]["role"], event["summary"]["after"]["role"]) == (
+        "member",
+        "admin",
+    )
+    assert event["summary"]["after"]["groups"] == user["groups"] == ["ops"]
+    assert event["summary"]["after"]["sign_ins_ended"] is True  # a new password ends them
+    without(json.dumps(event), password, account.password, "argon2")
+    event, _ = recorded(
+        server,
+        caller,
+        org,
+        "user.delete",
+        lambda: ok(server.api("DELETE", path, caller.token), 204),
+    )
+    assert (event["resource_type"], event["resource_id"]) == ("user", user_id)
+    assert event["summary"]["before"] == user and "after" not in event["summary"]
+
+
+def test_changes_by_an_account_name_the_account(server: Server, owner: Account, org: str) -> None:
+    admin = me(server, add_user(server, owner.token, org, role="admin"), org)
+    assert admin.actor_type == "user"
+    body = {"email": f"{unique_slug('u')}@example.test"}
+    event, user = recorded(
+        server,
+        admin,
+        org,
+        "user.create",
+        lambda: ok(server.api("POST", f"/organizations/{org}/users", admin.token, json=body), 201),
+    )
+    assert event["actor"] == {"type": "user", "id": admin.user_id}
+    assert event["resource_id"] == user["id"]
 
 
 def test_user_create_records_no_password(server: Server, caller: Caller, org: str) -> None:
@@ -311,28 +358,53 @@ def test_bootstrap_records_the_owner_it_grants(server: Server, caller: Caller) -
     trail_ = events(server, caller.token, slug)
     assert [(e["action"], e["actor"]["type"]) for e in reversed(trail_)] == [
         ("organization.create", "cli"),
-        ("member.add", "cli"),
-        ("member.add", "cli"),
+        ("user.create", "cli"),
+        ("user.create", "cli"),
     ]
-    assert trail_[0]["summary"]["after"]["role"] == "owner"
+    assert [e["summary"]["after"]["email"] for e in trail_[:2]] == [caller.account.email, email]
+    assert {e["summary"]["after"]["role"] for e in trail_[:2]} == {"owner"}
     without(json.dumps(trail_), OWNER_PASSWORD)
 
 
-def test_sign_ins_and_sso_are_in_the_trail(server: Server, caller: Caller, org: str) -> None:
+def test_sign_ins_and_sso_are_in_the_trail(
+    server: Server, caller: Caller, org: str, owner: Account
+) -> None:
+    person = me(server, add_user(server, owner.token, org), org)
     service = saml_service(server, caller.token, org)
     auth = onelogin_auth(service)
     browser = Browser(server)
-    page = browser.sso(auth.login(), caller.account.email, "wrong-password")
+    page = browser.sso(auth.login(), person.account.email, "wrong-password")
     assert 'name="password"' in page.text
-    page = browser.login(page, caller.account.email, caller.account.password)
+    page = browser.login(page, person.account.email, person.account.password)
     onelogin_accepts(service, posted_message(page.text), auth.get_last_request_id())
-    actions = [e["action"] for e in events(server, caller.token, org)]
-    assert actions[:3] == ["sso.success", "login.success", "login.failure"]
-    sso = events(server, caller.token, org)[0]
-    assert sso["actor"]["type"] == "idp" and sso["user_id"] == caller.user_id
-    without(
-        json.dumps(events(server, caller.token, org)), "wrong-password", caller.account.password
-    )
+    trail_ = events(server, caller.token, org)
+    assert [e["action"] for e in trail_[:3]] == ["sso.success", "login.success", "login.failure"]
+    sso, success, failure = trail_[:3]
+    assert sso["actor"]["type"] == "idp" and sso["user_id"] == person.user_id
+    assert success["actor"] == {"type": "user", "id": person.user_id}
+    assert failure["actor"]["type"] == "anonymous"
+    for login in (success, failure):
+        assert login["user_id"] == person.user_id
+        assert login["service_id"] == sso["service_id"]
+        assert login["summary"]["after"] == {
+            "address": "127.0.0.1",
+            "via": "page",
+            "email": person.account.email,
+        }
+    without(json.dumps(trail_), "wrong-password", person.account.password)
+
+
+def test_a_failed_sign_in_keeps_no_typed_email_of_nobody(
+    server: Server, caller: Caller, org: str
+) -> None:
+    """What was typed into the email field for no account (sometimes a password) is not kept."""
+    typed = f"{unique_slug('nobody')}@example.test"
+    body = {"email": typed, "password": "some-password", "organization": org}
+    assert server.api("POST", "/auth/login", json=body).status_code == 401
+    failure = next(e for e in events(server, caller.token, org) if e["action"] == "login.failure")
+    assert failure["actor"]["type"] == "anonymous" and failure["user_id"] is None
+    assert failure["summary"]["after"] == {"address": "127.0.0.1", "via": "api"}
+    without(json.dumps(events(server, caller.token, org)), typed, "some-password")
 
 
 # -- reading the trail ------------------------------------------------------------------------
@@ -390,9 +462,11 @@ def test_only_owners_and_admins_read_it(server: Server, owner: Account, org: str
     sso = client(server, owner)
     key = new_key(sso, org, new_service(sso, org)["slug"], *PERMISSIONS)
     assert trail(server, admin.token, org).status_code == 200
-    for token in (member.token, key, outsider.token):
+    for token in (member.token, key):
         response = trail(server, token, org)
         assert response.status_code == 403, response.text
         assert response.json()["error"] == "forbidden"
+    elsewhere = trail(server, outsider.token, org)  # another organization's admin
+    assert elsewhere.status_code == 404 and elsewhere.json()["error"] == "not_found"
     assert server.api("GET", f"/organizations/{org}/audit-events").status_code == 401
     assert trail(server, owner.token, unique_slug("nope")).status_code == 404

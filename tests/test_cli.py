@@ -39,7 +39,15 @@ def expire(server: Server, certificate_id: str, days: float) -> None:
 def test_help_lists_every_subcommand(server: Server) -> None:
     result = idp(server, "--help")
     assert result.returncode == 0
-    for command in ("serve", "migrate", "bootstrap", "users", "provision", "check"):
+    for command in (
+        "serve",
+        "migrate",
+        "bootstrap",
+        "users",
+        "platform-keys",
+        "provision",
+        "check",
+    ):
         assert f"  {command} " in result.stdout
 
 

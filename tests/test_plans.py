@@ -61,7 +61,7 @@ def test_list_counts_active_subscriptions(
     free = new_plan(sso, org, svc, name="free", price_cents=0)
     pro = new_plan(sso, org, svc, name="pro")
     member = add_user(server, owner.token, org)
-    subscribe(sso, org, svc, owner.email, pro["id"])
+    subscribe(sso, org, svc, add_user(server, owner.token, org).email, pro["id"])
     cancelled = subscribe(sso, org, svc, member.email, pro["id"])
     sso.services.subscriptions.cancel(org, svc, cancelled["id"])
     subscribe(sso, org, svc, member.email, free["id"])
@@ -77,7 +77,7 @@ def test_update_changes_only_given_fields(
 ) -> None:
     sso = client(server, owner)
     plan = new_plan(sso, org, svc, **PRO)
-    subscribe(sso, org, svc, owner.email, plan["id"])
+    subscribe(sso, org, svc, add_user(server, owner.token, org).email, plan["id"])
     updated = sso.services.plans.update(
         org, svc, plan["id"], {"name": "Pro Plus", "price_cents": 3999, "currency": "EUR"}
     )
@@ -109,7 +109,7 @@ def test_delete_refused_while_subscriptions_are_active(
 ) -> None:
     sso = client(server, owner)
     plan = new_plan(sso, org, svc)
-    subscription = subscribe(sso, org, svc, owner.email, plan["id"])
+    subscription = subscribe(sso, org, svc, add_user(server, owner.token, org).email, plan["id"])
     error = fails(lambda: sso.services.plans.delete(org, svc, plan["id"]), 409, "conflict")
     assert "active subscription" in error.message
     sso.services.subscriptions.cancel(org, svc, subscription["id"])
@@ -140,7 +140,10 @@ def test_roles(server: Server, owner: Account, org: str, svc: str) -> None:
     fails(lambda: member.services.plans.update(org, svc, plan["id"], {}), 403, "forbidden")
     fails(lambda: member.services.plans.delete(org, svc, plan["id"]), 403, "forbidden")
     assert len(member.services.plans.list(org, svc)) == 1
-    fails(lambda: outsider.services.plans.list(org, svc), 403, "forbidden")
+    fails(lambda: outsider.services.plans.list(org, svc), 404, "not_found")
+    fails(lambda: outsider.services.plans.create(org, svc, PRO), 404, "not_found")
+    fails(lambda: outsider.services.plans.update(org, svc, plan["id"], {}), 404, "not_found")
+    fails(lambda: outsider.services.plans.delete(org, svc, plan["id"]), 404, "not_found")
     fails(lambda: anonymous.services.plans.list(org, svc), 401, "unauthenticated")
     fails(lambda: anonymous.services.plans.create(org, svc, PRO), 401, "unauthenticated")
     created = admin.services.plans.create(org, svc, PRO)["plan"]

@@ -106,7 +106,8 @@ def provision(server: Server, directory: Path, *args: str) -> subprocess.Complet
 
 
 def own(server: Server, owner: Account, org: str) -> None:
-    """Make the module's owner an owner of a provisioned organization (files create no users)."""
+    """Give the provisioned organization an owner account with the module's owner's email
+    (files create no accounts)."""
     server.cli("bootstrap", "--org", org, "--email", owner.email, "--password", OWNER_PASSWORD)
 
 

@@ -101,34 +101,42 @@ def assert_prometheus(response: requests.Response) -> None:
     assert "idp_request_duration_seconds" in names
 
 
-@pytest.fixture
-def another_server(server: Server, tmp_path: Path) -> Iterator[Any]:
-    """Start servers on this module's stores with extra settings; stop them after the test."""
-    started: list[Server] = []
+def start_alongside(server: Server, log_dir: Path, **extra: str) -> Server:
+    """Another server on this module's stores, with extra settings."""
+    port = free_port()
+    env = {**server.env, "IDP_BASE_URL": f"http://127.0.0.1:{port}", **extra}
+    return start_server(env, port, log_dir / f"server-{port}.log")
 
-    def start(**extra: str) -> Server:
-        port = free_port()
-        env = {**server.env, "IDP_BASE_URL": f"http://127.0.0.1:{port}", **extra}
-        started.append(start_server(env, port, tmp_path / f"server-{port}.log"))
-        return started[-1]
 
-    yield start
-    for running in started:
-        stop_server(running)
+@pytest.fixture(scope="module")
+def behind_proxy(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """No metrics token, behind one trusted proxy: X-Forwarded-For names the client."""
+    running = start_alongside(server, tmp_path_factory.mktemp("log"), IDP_TRUSTED_PROXIES="1")
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def guarded(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """IDP_METRICS_TOKEN set."""
+    running = start_alongside(
+        server, tmp_path_factory.mktemp("log"), IDP_METRICS_TOKEN=METRICS_TOKEN
+    )
+    yield running
+    stop_server(running)
 
 
 def test_metrics_answer_loopback_scrapers_without_a_token(server: Server) -> None:
     assert_prometheus(requests.get(f"{server.url}/metrics", timeout=10))
 
 
-def test_metrics_are_not_served_to_a_remote_client_without_a_token(another_server: Any) -> None:
-    behind_proxy = another_server(IDP_TRUSTED_PROXIES="1")
-    headers = {"X-Forwarded-For": OUTSIDER}
-    remote = requests.get(f"{behind_proxy.url}/metrics", headers=headers, timeout=10)
+def test_metrics_are_not_served_to_a_remote_client_without_a_token(behind_proxy: Server) -> None:
+    url = f"{behind_proxy.url}/metrics"
+    remote = requests.get(url, headers={"X-Forwarded-For": OUTSIDER}, timeout=10)
     assert remote.status_code == 404
     assert "idp_" not in remote.text
     local = {"X-Forwarded-For": "127.0.0.1"}  # the proxy's own host scraping through it
-    assert_prometheus(requests.get(f"{behind_proxy.url}/metrics", headers=local, timeout=10))
+    assert_prometheus(requests.get(url, headers=local, timeout=10))
 
 
 @pytest.mark.parametrize(
@@ -144,16 +152,18 @@ def test_metrics_are_not_served_to_a_remote_client_without_a_token(another_serve
     ],
 )
 def test_metrics_token_when_set_is_the_only_way_in(
-    another_server: Any, authorization: str | None
+    guarded: Server, authorization: str | None
 ) -> None:
-    guarded = another_server(IDP_METRICS_TOKEN=METRICS_TOKEN)
     url = f"{guarded.url}/metrics"
     headers = {"Authorization": authorization} if authorization else {}
     refused = requests.get(url, headers=headers, timeout=10)  # from loopback, all the same
     assert refused.status_code == 404
     assert "idp_" not in refused.text
+
+
+def test_the_metrics_token_lets_a_scraper_in(guarded: Server) -> None:
     right = {"Authorization": f"Bearer {METRICS_TOKEN}"}
-    assert_prometheus(requests.get(url, headers=right, timeout=10))
+    assert_prometheus(requests.get(f"{guarded.url}/metrics", headers=right, timeout=10))
 
 
 def test_a_short_metrics_token_stops_the_service(server: Server) -> None:

@@ -43,6 +43,16 @@ def sp_config(**fields: Any) -> dict[str, Any]:
     }
 
 
+ECHOED_DEFAULTS = {  # what getConfig echoes for the optional fields left out
+    "has_certificate": False,
+    "sp_certificate": None,
+    "want_authn_requests_signed": False,
+    "slo_url": None,
+    "allowed_groups": [],
+    "require_subscription": False,
+}
+
+
 def sp_certificate_pem() -> str:
     """A self-signed certificate such as an SP publishes."""
     return key_pair("sp.example.com")[1].decode()
@@ -98,13 +108,7 @@ def test_configure_then_get_config_echoes_every_field(target: SamlService) -> No
     saml = target.sso.services.saml
     answer = saml.configure(target.org, target.svc, sp_config())
     assert answer == {"message": "SAML configuration updated successfully"}
-    assert saml.get_config(target.org, target.svc) == {
-        **sp_config(),
-        "has_certificate": False,
-        "sp_certificate": None,
-        "want_authn_requests_signed": False,
-        "slo_url": None,
-    }
+    assert saml.get_config(target.org, target.svc) == {**sp_config(), **ECHOED_DEFAULTS}
 
 
 def test_configure_takes_the_optional_fields_and_replaces_the_whole_config(
@@ -119,6 +123,8 @@ def test_configure_takes_the_optional_fields_and_replaces_the_whole_config(
         name_id_format=PERSISTENT,
         sign_response=False,
         enabled=False,
+        allowed_groups=["sales", "support"],
+        require_subscription=True,
     )
     saml.configure(target.org, target.svc, extended)
     assert saml.get_config(target.org, target.svc) == {**extended, "has_certificate": False}
@@ -128,6 +134,7 @@ def test_configure_takes_the_optional_fields_and_replaces_the_whole_config(
     assert config["attribute_mapping"] == {}
     assert (config["sp_certificate"], config["want_authn_requests_signed"]) == (None, False)
     assert config["slo_url"] is None and config["enabled"] is True
+    assert (config["allowed_groups"], config["require_subscription"]) == ([], False)
 
 
 def test_sp_certificate_is_kept_as_the_certificate_alone(target: SamlService) -> None:
@@ -350,6 +357,11 @@ INVALID = [
     ("want_authn_requests_signed", {"want_authn_requests_signed": "yes"}, "boolean"),
     ("enabled", {"enabled": "true"}, "boolean"),
     ("sign_assertions", {"sign_assertions": 1}, "boolean"),
+    ("allowed_groups", {"allowed_groups": "sales"}, "array"),
+    ("allowed_groups", {"allowed_groups": ["sales", "sales"]}, "repeat"),
+    ("allowed_groups", {"allowed_groups": [""]}, "group name"),
+    ("allowed_groups", {"allowed_groups": ["a\u0000b"]}, "group name"),
+    ("require_subscription", {"require_subscription": "yes"}, "boolean"),
     ("extra", {"extra": 1}, "not a known field"),
 ]
 
@@ -366,13 +378,7 @@ def test_invalid_configuration_is_refused_with_details(
     )
     assert set(error.details) == {field}, error.details
     assert reason.lower() in error.details[field].lower(), error.details
-    assert saml.get_config(configured.org, configured.svc) == {
-        **sp_config(),
-        "has_certificate": False,
-        "sp_certificate": None,
-        "want_authn_requests_signed": False,
-        "slo_url": None,
-    }
+    assert saml.get_config(configured.org, configured.svc) == {**sp_config(), **ECHOED_DEFAULTS}
 
 
 def test_every_missing_field_and_every_broken_rule_is_reported_at_once(target: SamlService) -> None:
@@ -481,7 +487,7 @@ def test_admins_manage_saml(server: Server, owner: Account, target: SamlService)
     fails(lambda: admin.services.saml.get_config(org, svc), 404, "not_found")
 
 
-def test_outsiders_are_forbidden_and_unknown_names_not_found(
+def test_outsiders_and_unknown_names_are_not_found(
     server: Server, owner: Account, configured: SamlService
 ) -> None:
     stranger_org = client(server, owner).organizations.create(
@@ -489,7 +495,7 @@ def test_outsiders_are_forbidden_and_unknown_names_not_found(
     )["slug"]
     outsider = client(server, add_user(server, owner.token, stranger_org, "owner"))
     for call in every_call(outsider, configured.org, configured.svc).values():
-        fails(call, 403, "forbidden")
+        fails(call, 404, "not_found")
     for call in every_call(configured.sso, configured.org, "no-such-service").values():
         fails(call, 404, "not_found")
     for call in every_call(configured.sso, "no-such-org", configured.svc).values():
@@ -500,7 +506,7 @@ def test_api_key_permissions(server: Server, configured: SamlService) -> None:
     org, svc, sso = configured.org, configured.svc, configured.sso
     reader = client(server, new_key(sso, org, svc, "read:service"))
     writer = client(server, new_key(sso, org, svc, "write:service"))
-    unrelated = client(server, new_key(sso, org, svc, "read:users", "write:users"))
+    unrelated = client(server, new_key(sso, org, svc, "read:users", "read:subscriptions"))
 
     cert = writer.services.saml.generate_certificate(org, svc)
     writer.services.saml.configure(org, svc, sp_config(name_id_format=PERSISTENT))
@@ -517,8 +523,14 @@ def test_api_key_permissions(server: Server, configured: SamlService) -> None:
 
     other = new_service(sso, org)
     sso.services.saml.configure(org, other["slug"], sp_config())
-    for call in every_call(writer, org, other["slug"]).values():
-        fails(call, 403, "forbidden")
+    for name, call in every_call(writer, org, other["slug"]).items():
+        if name in ("get_config", "get_certificate"):  # refused whatever the service
+            assert "read:service" in fails(call, 403, "forbidden").message
+        else:  # another service of its organization does not exist for the key
+            fails(call, 404, "not_found")
+    assert (
+        sso.services.saml.get_config(org, other["slug"])["entity_id"] == (sp_config()["entity_id"])
+    )
     writer.services.saml.delete_config(org, svc)
     fails(lambda: reader.services.saml.get_config(org, svc), 404, "not_found")
 
@@ -540,7 +552,7 @@ def test_every_change_is_audited_without_key_material(
         "saml.certificate.generate",
         "saml.delete",
     ]
-    assert all(e.actor_type == "user" and e.actor_id for e in trail)
+    assert all(e.actor_type == "operator" and e.actor_id for e in trail)
     assert trail[0].summary["after"]["entity_id"] == sp_config()["entity_id"]
     assert trail[1].resource_id == first["id"]
     assert trail[2].summary["before"] == {"deactivated_certificates": [first["id"]]}

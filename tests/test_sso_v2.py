@@ -31,6 +31,7 @@ from conftest import (
     stop_server,
     unique_slug,
 )
+from onelogin.saml2.response import OneLogin_Saml2_Response
 from saml2 import BINDING_HTTP_POST
 from saml2.client import Saml2Client
 from saml2.response import StatusNoAuthnContext, StatusNoPassive
@@ -103,15 +104,20 @@ class TwoOrgs:
 
 
 def two_orgs(server: Server, owner: Account, slo: bool = False, **config: Any) -> TwoOrgs:
-    make = slo_service if slo else (lambda s, o, org, **k: saml_service(s, o.token, org, **k))
-    org_a, org_b = (
-        create_org(server, owner.token, "org-a"),
-        create_org(server, owner.token, "org-b"),
-    )
+    """Organizations A and B with a service each (``config`` for both; an SLO endpoint when
+    ``slo``) and one email's two accounts."""
+
+    def service_in(org: str) -> SamlService:
+        if slo:
+            return slo_service(server, owner, org, **config)
+        return saml_service(server, owner.token, org, **config)
+
+    org_a = create_org(server, owner.token, "org-a")
+    org_b = create_org(server, owner.token, "org-b")
     email = f"{unique_slug('same')}@example.test"
     return TwoOrgs(
-        make(server, owner, org_a, **config),
-        make(server, owner, org_b, **config),
+        service_in(org_a),
+        service_in(org_b),
         create_person(server, owner.token, org_a, email, "password-of-a-123", ["team-a"]),
         create_person(server, owner.token, org_b, email, "password-of-b-456", ["team-b"]),
     )
@@ -127,7 +133,7 @@ def init_url(service: SamlService) -> str:
     return f"{service.base}/init"
 
 
-def idp_initiated(service: SamlService, browser: Browser) -> Any:
+def idp_initiated(service: SamlService, browser: Browser) -> OneLogin_Saml2_Response:
     """IdP-initiated SSO in a signed-in browser; the Response a strict python3-saml accepts."""
     page = browser.get(init_url(service))
     assert has_assertion(page), page.text[:1000]
@@ -153,6 +159,10 @@ def test_a_sign_in_to_one_organization_is_no_sign_in_to_another(
     wrong = submit_login(browser, page, orgs.in_b.email, orgs.in_a.password)  # A's password
     assert wrong.status_code == 401 and not has_assertion(wrong)
 
+    passive = onelogin_auth(orgs.svc_b)  # a passive request to B: no sign-in there to use
+    message = posted_message(browser.get(passive.login(is_passive=True)).text)
+    assert signed_error_status(orgs.svc_b, message) == [RESPONDER, NO_PASSIVE]
+
     again = sp_sso(orgs.svc_a, browser)  # still signed in to A: no login page
     assert again.get_nameid() == orgs.in_a.id
     assert idp_initiated(orgs.svc_a, browser).get_nameid() == orgs.in_a.id
@@ -164,8 +174,13 @@ def test_one_browser_holds_a_sign_in_per_organization_each_about_its_own_account
     # v1.1: one user behind both, so both assertions named the same user id and groups.
     browser = Browser(server)
     sp_sso(orgs.svc_a, browser, orgs.in_a)
+    only_a = browser.sid
     first_b = sp_sso(orgs.svc_b, browser, orgs.in_b)  # B's login page, B's password
     assert first_b.get_nameid() == orgs.in_b.id
+    assert browser.sid != only_a  # a new session id, the old one ended (no fixation)
+    stale = Browser(server)
+    stale.session.cookies.set("idp_session", only_a)
+    assert is_login_page(sso_page(orgs.svc_a, stale))
 
     for _ in range(2):
         for service, person in ((orgs.svc_a, orgs.in_a), (orgs.svc_b, orgs.in_b)):
@@ -394,7 +409,8 @@ def test_a_subject_is_answered_only_for_the_account_it_names(
     server: Server, colleagues: tuple[SamlService, Person, Person], tmp_path: Path
 ) -> None:
     # v1.1: the Subject was ignored, so the request naming bob got alice's assertion at once
-    # (the first part, naming alice herself, is the guard that passed on v1.1 too).
+    # (the first part, naming alice herself, is the guard that passed on v1.1 too). Signing in
+    # as alice again at bob's login page must not answer the request either.
     service, alice, bob = colleagues
     browser = Browser(server)
     sp_sso(service, browser, alice)
@@ -414,7 +430,10 @@ def test_a_subject_is_answered_only_for_the_account_it_names(
     page = browser.get(auth.login(name_id_value_req=bob.email))
     assert is_login_page(page) and not has_assertion(page)
     assert f'value="{bob.email}"' in page.text  # the form names the person asked about
-    done = submit_login(browser, page, bob.email, bob.password)
+    again = submit_login(browser, page, alice.email, alice.password)  # not the one asked for
+    assert is_login_page(again) and not has_assertion(again)
+    assert f'value="{bob.email}"' in again.text
+    done = submit_login(browser, again, bob.email, bob.password)
     response = onelogin_accepts(service, posted_message(done.text), auth.get_last_request_id())
     assert response.get_nameid() == bob.email
     assert attribute(response, "email") == [bob.email]
@@ -453,6 +472,7 @@ CONTEXT_TABLE = [  # (Comparison, requested classes) -> asserted class
     ("exact", [PASSWORD], PASSWORD),
     ("exact", [UNSPECIFIED], UNSPECIFIED),
     ("exact", [MFA, PASSWORD], PASSWORD),  # the first achievable class, in the SP's order
+    ("maximum", [PASSWORD], PASSWORD),
     (None, None, PPT),
 ]
 
@@ -464,7 +484,8 @@ def test_python3_saml_gets_the_class_it_asked_for(
     # unspecified) got a class the SP had not accepted.
     service, alice, _ = colleagues
     browser = Browser(server)
-    sp_sso(service, browser, alice)
+    exact_password = {"requestedAuthnContext": [PASSWORD]}  # kept across the login page
+    assert sp_sso(service, browser, alice, **exact_password).get_authn_contexts() == [PASSWORD]
     for comparison, refs, expected in CONTEXT_TABLE:
         security: dict[str, Any] = {"requestedAuthnContext": refs or False}
         if comparison is not None:
@@ -496,19 +517,27 @@ def test_pysaml2_gets_the_class_it_asked_for(
 
 
 @pytest.mark.parametrize("signed_in", [False, True], ids=["anonymous", "signed-in"])
-def test_exact_mfa_gets_a_signed_no_authn_context_and_no_login_page(
+@pytest.mark.parametrize(
+    ("comparison", "ref"),
+    [("exact", MFA), ("minimum", MFA), ("better", PPT)],
+    ids=["exact-mfa", "minimum-mfa", "better-than-ppt"],
+)
+def test_an_unreachable_context_gets_a_signed_no_authn_context_and_no_login_page(
     server: Server,
     colleagues: tuple[SamlService, Person, Person],
     signed_in: bool,
+    comparison: str,
+    ref: str,
     tmp_path: Path,
 ) -> None:
-    # v1.1: exact MFA was ignored: the login page (or a PasswordProtectedTransport assertion).
+    # v1.1: the requested context was ignored: the login page (anonymous) or a
+    # PasswordProtectedTransport assertion (signed in).
     service, alice, _ = colleagues
     browser = Browser(server)
     if signed_in:
         sp_sso(service, browser, alice)
-    mfa = {"requestedAuthnContext": [MFA], "requestedAuthnContextComparison": "exact"}
-    auth = onelogin_auth(service, **mfa)
+    ask = {"requestedAuthnContext": [ref], "requestedAuthnContextComparison": comparison}
+    auth = onelogin_auth(service, **ask)
     page = browser.get(auth.login())
     assert not is_login_page(page) and not page.history
     message = posted_message(page.text)
@@ -517,7 +546,7 @@ def test_exact_mfa_gets_a_signed_no_authn_context_and_no_login_page(
 
     client = pysaml2_client(service, tmp_path)  # pysaml2 reads the status too
     requested = RequestedAuthnContext(
-        authn_context_class_ref=[AuthnContextClassRef(text=MFA)], comparison="exact"
+        authn_context_class_ref=[AuthnContextClassRef(text=ref)], comparison=comparison
     )
     request_id, request = client.create_authn_request(
         service.sso_url, requested_authn_context=requested
@@ -548,24 +577,30 @@ def test_an_account_outside_the_allowed_groups_gets_a_403_page_and_no_assertion(
 ) -> None:
     # v1.1: there were no access rules: allowed_groups is refused by its SAML config API (400).
     service = saml_service(server, owner.token, org)
-    service.configure(allowed_groups=["eng"])
     outsider = create_person(server, owner.token, org, groups=["sales"])
     engineer = create_person(server, owner.token, org, groups=["eng", "ops"])
-
     browser = Browser(server)
-    page = sso_page(service, browser)
-    assert_access_denied(submit_login(browser, page, outsider.email, outsider.password), service)
+    assert sp_sso(service, browser, outsider).get_nameid() == outsider.email  # no rule yet
+
+    service.configure(allowed_groups=["eng"])  # applies to the live sign-in at once
     assert_refused(sso_page(service, browser), 403, f"App {service.svc}", "Ask an administrator")
     assert_refused(browser.get(init_url(service)), 403, "Ask an administrator")
+    fresh = Browser(server)  # and through the login page
+    page = submit_login(fresh, sso_page(service, fresh), outsider.email, outsider.password)
+    assert_access_denied(page, service)
 
-    response = sp_sso(service, Browser(server), engineer)
+    engineers = Browser(server)
+    response = sp_sso(service, engineers, engineer)
     assert set(attribute(response, "groups")) == {"eng", "ops"}
 
-    joined = server.api(  # a change of groups applies to the live sign-in at once
-        "PATCH", f"/organizations/{org}/users/{outsider.id}", owner.token, json={"groups": ["eng"]}
-    )
-    assert joined.status_code == 200, joined.text
+    route = f"/organizations/{org}/users"
+    moved = [  # changes of groups apply to live sign-ins at once, both ways
+        server.api("PATCH", f"{route}/{outsider.id}", owner.token, json={"groups": ["eng"]}),
+        server.api("PATCH", f"{route}/{engineer.id}", owner.token, json={"groups": ["ops"]}),
+    ]
+    assert [m.status_code for m in moved] == [200, 200], [m.text for m in moved]
     assert sp_sso(service, browser).get_nameid() == outsider.email
+    assert_access_denied(sso_page(service, engineers), service)
 
 
 def test_a_service_requiring_a_subscription_admits_the_account_once_subscribed(
@@ -593,6 +628,10 @@ def test_a_service_requiring_a_subscription_admits_the_account_once_subscribed(
     assert sp_sso(service, browser).get_nameid() == person.email  # no new login needed
     assert idp_initiated(service, browser).get_nameid() == person.email
 
+    cancelled = service.api("DELETE", f"/subscriptions/{subscribed.json()['id']}")
+    assert cancelled.status_code == 204, cancelled.text
+    assert_access_denied(sso_page(service, browser), service)
+
 
 # 8. Revocation ends IdP sessions -----------------------------------------------------------------
 
@@ -618,6 +657,11 @@ def test_revoking_an_account_ends_its_sign_ins(
 
     for page in (sso_page(service, browser), browser.get(init_url(service))):
         assert is_login_page(page) and not has_assertion(page)
+    if change == "disabled":  # enabled again: the old sign-in stays ended
+        done = server.api("PATCH", route, owner.token, json={"disabled": False})
+        assert done.status_code == 200, done.text
+        assert is_login_page(sso_page(service, browser))
+        assert sp_sso(service, Browser(server), person).get_nameid() == person.email
     if change == "password":
         page = submit_login(browser, sso_page(service, browser), person.email, person.password)
         assert page.status_code == 401 and not has_assertion(page)
@@ -692,6 +736,12 @@ def test_anonymous_pending_requests_are_limited_per_address_but_not_signed_in_on
     assert grown == {f"idp:pending:{token}".encode() for token in tokens}
     assert len(grown) == LIMIT
 
+    seen = keys_with(client, "idp:seen:")  # SP-initiated from there: limited as well
+    sp_initiated = anonymous.get(onelogin_auth(service).login(), allow_redirects=False)
+    assert sp_initiated.status_code == 429 and "Retry-After" in sp_initiated.headers
+    assert keys_with(client, "idp:seen:") == seen
+    assert keys_with(client, "idp:pending:") - before == grown
+
     person = create_person(server, owner.token, org)
     browser = Browser(limited)  # the same address, signed in: never limited
     browser.session.headers["X-Forwarded-For"] = anonymous.headers["X-Forwarded-For"]
@@ -707,19 +757,21 @@ def test_anonymous_pending_requests_are_limited_per_address_but_not_signed_in_on
 
 def unknown_targets(service: SamlService) -> list[tuple[str, str, dict[str, str] | None]]:
     """Requests to an organization or service that does not exist, each with a well-formed
-    AuthnRequest (made for a real service) so that only the lookup can stop it."""
-    auth = onelogin_auth(service)
-    query = auth.login().split("?", 1)[1]
-    xml = auth.get_last_request_xml().encode()
-    form = {"SAMLRequest": base64.b64encode(xml).decode(), "RelayState": RELAY_1K}
-    root = service.server.url
+    AuthnRequest of its own (Destination: that very URL) that only the lookup can stop."""
     targets: list[tuple[str, str, dict[str, str] | None]] = []
     for org, svc in ((unique_slug("nosuch"), service.svc), (service.org, unique_slug("nosuch"))):
-        base = f"{root}/saml/{org}/{svc}"
+        made_up = SamlService(
+            service.server, service.token, org, svc, service.config, service.certificate
+        )
+        redirect = onelogin_auth(made_up).login()
+        posted = onelogin_auth(made_up)
+        posted.login()
+        xml = posted.get_last_request_xml().encode()
+        form = {"SAMLRequest": base64.b64encode(xml).decode(), "RelayState": RELAY_1K}
         targets += [
-            ("GET", f"{base}/sso?{query}", None),
-            ("POST", f"{base}/sso", form),
-            ("GET", f"{base}/init?RelayState={RELAY_1K}", None),
+            ("GET", redirect, None),
+            ("POST", made_up.sso_url, form),
+            ("GET", f"{init_url(made_up)}?RelayState={RELAY_1K}", None),
         ]
     return targets
 
