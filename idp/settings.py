@@ -130,9 +130,10 @@ def _database_url(raw: str) -> str:
 def _embedded_secret() -> bytes:
     """Read ./var/secret.key, creating it once with a loud warning."""
     if not SECRET_FILE.exists():
-        SECRET_FILE.parent.mkdir(parents=True, exist_ok=True)
-        SECRET_FILE.write_text(secrets.token_urlsafe(48))
-        SECRET_FILE.chmod(0o600)
+        SECRET_FILE.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(SECRET_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(48))
         log.warning(
             "IDP_SECRET_KEY is not set: generated %s. Anyone who reads this file can decrypt "
             "the signing keys; set IDP_SECRET_KEY before production use.",

@@ -77,7 +77,7 @@ EMAIL = st.one_of(
         st.from_regex(r"[a-zA-Z0-9][a-zA-Z0-9._+-]{0,20}", fullmatch=True),
         DOMAIN,
     ),
-    st.just(OWNER_EMAIL),  # a user who exists: conflicts
+    st.just(OWNER_EMAIL),  # an account of the fuzzed organization: conflicts
 )
 PEM_CERTIFICATE = st.sampled_from(
     [
@@ -134,9 +134,9 @@ class World:
     """Resources the fuzzer's ids mostly point at; restored after the fuzzer uses them up."""
 
     server: Server
-    owner: Account
+    owner: Account  # the module's operator
     org: str
-    outsiders: str  # an organization whose users are not members of ``org``
+    outsiders: str  # another organization, whose accounts' emails ``org`` may take too
     deadline: float
     ids: dict[str, str] = field(default_factory=dict)
     key: str = ""
@@ -152,12 +152,19 @@ class World:
         return self.server.api("GET", path, self.owner.token).ok
 
     def ensure(self) -> None:
-        """After a deletion, a subscription or a new member: the main service with SAML and a
-        certificate, a plan with the owner's subscription, a plan without any, an API key with
-        every permission and one to be fuzzed, a member without a subscription, and a user
-        who is not a member yet."""
+        """After a deletion, a subscription or a new account: the organization with an owner
+        account (email OWNER_EMAIL), the main service with SAML and a certificate, a plan with
+        an account's subscription, a plan without any, an API key with every permission and
+        one to be fuzzed, an account without a subscription, and an email that has an account
+        in another organization but none here yet."""
         if not self.dirty:
             return
+        if not self.exists(f"/organizations/{self.org}"):  # the operator deleted it
+            self.call("POST", "/organizations", json={"slug": self.org, "name": self.org})
+            self.ids = {}
+        if not self.ids:
+            founder = {"email": OWNER_EMAIL, "role": "owner", "password": OWNER_PASSWORD}
+            self.call("POST", f"/organizations/{self.org}/users", json=founder)
         base = f"/organizations/{self.org}/services"
         if not self.ids or not self.exists(f"{base}/{self.ids['svc']}"):
             self._new_service(base)
@@ -185,7 +192,7 @@ class World:
         body = {"slug": svc, "name": "Main", "service_type": "web", "redirect_uris": []}
         self.call("POST", base, json=body)
         here = f"{base}/{svc}"
-        subscription = {"email": self.owner.email, "plan_id": self._plan(here)}
+        subscription = {"email": self._user(self.org)["email"], "plan_id": self._plan(here)}
         subscription_id = self.call("POST", f"{here}/subscriptions", json=subscription)["id"]
         every = {"name": "fuzz", "permissions": list(PERMISSIONS)}
         self.key = self.call("POST", f"{here}/api-keys", json=every)["key"]
@@ -205,7 +212,7 @@ class World:
 
     def aim(self, case: schemathesis.Case, data: st.DataObject) -> None:
         """In valid requests, point most path parameters and body ids at existing resources,
-        and the emails of new members and subscriptions at users who can take them (new
+        and the emails of new accounts and subscriptions at emails that can take them (new
         containers, so that schemathesis judges a changed request again)."""
         meta = case.meta
         if meta is not None and meta.is_negative_at(ParameterLocation.PATH):
@@ -221,8 +228,8 @@ class World:
         ):
             return
         known = {"plan_id": self.ids["plan_id"], "user_id": self.ids["user_id"]}
-        if case.operation.path.endswith("/members"):
-            known["email"] = self.ids["outsider_email"]
+        if case.method == "POST" and case.operation.path.endswith("/users"):
+            known["email"] = self.ids["outsider_email"]  # a new account, not a conflict
         elif case.operation.path.endswith("/subscriptions"):
             known["email"] = self.ids["member_email"]
         body = {
@@ -238,13 +245,17 @@ class World:
         """Note what a successful request used up, for ``ensure`` to restore."""
         if status >= 300:
             return
-        if case.method == "DELETE":
+        path = case.operation.path
+        if path.endswith("/users/{user_id}") and case.method in ("PATCH", "DELETE"):
+            self.ids["user_id"] = ""  # deleted, or changed (email, disabled): make another
             self.dirty = True
-        elif case.method == "POST" and case.operation.path.endswith("/subscriptions"):
+        elif case.method == "DELETE":
+            self.dirty = True
+        elif case.method == "POST" and path.endswith("/subscriptions"):
             self.ids["user_id"] = ""  # subscribed now
             self.dirty = True
-        elif case.method == "POST" and case.operation.path.endswith("/members"):
-            self.ids["outsider_email"] = ""  # a member now
+        elif case.method == "POST" and path.endswith("/users"):
+            self.ids["outsider_email"] = ""  # has an account here now
             self.dirty = True
 
 
@@ -323,7 +334,8 @@ def _fuzz(case: schemathesis.Case, world: World, data: st.DataObject, run: str) 
 def test_admin_api_with_a_bearer_token(
     case: schemathesis.Case, data: st.DataObject, world: World
 ) -> None:
-    """As the owner of the organization: every operation, as documented."""
+    """As the operator (owner rights in every organization): every operation, as
+    documented."""
     _fuzz(case, world, data, "owner")
 
 

@@ -157,7 +157,8 @@ def password_hash(server: Server, account_id: str) -> str:
     with stored(server.env["IDP_DATABASE_URL"]) as session:
         row = session.get(AccountRow, account_id)
         assert row is not None and row.password_hash is not None
-        return row.password_hash
+        hashed: str = row.password_hash
+        return hashed
 
 
 def audit_events(server: Server, token: str, org: str) -> list[dict[str, Any]]:
@@ -397,9 +398,8 @@ def test_cross_tenant_reach(server: Server, owner: Account, platform_key: str) -
         made = server.api("POST", "/organizations", caller, json={"slug": unique_slug("p"),
                                                                   "name": "p"})
         assert made.status_code == 201, made.text
-        listed = {o["slug"] for o in server.api("GET", "/organizations", caller).json()[
-            "organizations"]}
-        assert {org_a, org_b, made.json()["slug"], "acme"} <= listed
+        every = server.api("GET", "/organizations", caller).json()["organizations"]
+        assert {org_a, org_b, made.json()["slug"], "acme"} <= {o["slug"] for o in every}
 
 
 # 4. Credential changes revoke tokens and sign-ins -------------------------------------------
