@@ -453,15 +453,16 @@ LOGIN_VALUES = st.one_of(
 
 
 def login_fields(target: Target) -> st.SearchStrategy[list[tuple[bytes, bytes]]]:
-    """Mostly the form's fields (the right token, the member's email, a password that is
-    right or not) with junk around them; else any fields at all."""
-    email, password = target.member.email, target.member.password
+    """Mostly the form's fields (the right token, the member's organization and email, a
+    password that is right or not) with junk around them; else any fields at all."""
+    org, email, password = target.member.org, target.member.email, target.member.password
     form = st.tuples(
         st.just((b"csrf_token", target.csrf[1].encode())),
+        st.tuples(st.just(b"org"), mostly(st.just(urlencoded(org)), LOGIN_VALUES)),
         st.tuples(st.just(b"email"), mostly(st.just(urlencoded(email)), LOGIN_VALUES)),
         st.tuples(st.just(b"password"), mostly(st.just(urlencoded(password)), LOGIN_VALUES, 1)),
     ).map(list)
-    names = st.sampled_from([b"email", b"password", b"csrf_token", b"pending", b"x"])
+    names = st.sampled_from([b"org", b"email", b"password", b"csrf_token", b"pending", b"x"])
     junk = st.lists(st.tuples(names, LOGIN_VALUES), max_size=4)
     return mostly(st.tuples(form, junk).map(lambda f: f[0] + f[1]), junk)
 
@@ -546,7 +547,12 @@ def test_what_the_fuzzers_found_stays_fixed(target: Target) -> None:
     assert api.status == 400 and api.headers["Content-Type"] == "application/json"
 
     cookie, token = target.csrf
-    fields = {"csrf_token": token, "email": "a\x00b@example.test", "password": "password"}
+    fields = {
+        "csrf_token": token,
+        "org": target.member.org,
+        "email": "a\x00b@example.test",
+        "password": "password",
+    }
     answer = target.send(
         b"POST",
         b"/login",

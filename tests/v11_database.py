@@ -92,7 +92,7 @@ def build(url: str, settings: Settings) -> V11:
     data = V11()
     ids = data.ids
     for name in ("alpha", "beta", "multi", "single", "portal", "shop", "plan", "sub_shop",
-                 "sub_portal", "plan_portal", "key", "cert"):
+                 "sub_portal", "plan_portal", "key"):
         ids[name] = _new_id()
     passwords = Passwords(1, 64)
     start = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
