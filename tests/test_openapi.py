@@ -121,12 +121,15 @@ def test_responses_match_the_document(
     plan_ids = {**ids, "plan_id": plan["id"]}
     patched = call("PATCH", base + "/{svc}/plans/{plan_id}", ids=plan_ids, json={})
     assert patched.status_code == 200
-    sub = call(
+    subscriber = add_user(server, owner.token, org)
+    subscribed = call(
         "POST",
         base + "/{svc}/subscriptions",
         ids=ids,
-        json={"email": owner.email, "plan_id": plan["id"]},
-    ).json()
+        json={"email": subscriber.email, "plan_id": plan["id"]},
+    )
+    assert subscribed.status_code == 201, subscribed.text
+    sub = subscribed.json()
     assert call("GET", base + "/{svc}/subscriptions", ids=ids).status_code == 200
     assert call("DELETE", base + "/{svc}/plans/{plan_id}", ids=plan_ids).status_code == 409
     sub_ids = {**ids, "subscription_id": sub["id"]}
@@ -149,3 +152,48 @@ def test_responses_match_the_document(
     assert call("DELETE", base + "/{svc}/api-keys/{key_id}", ids=key_ids).status_code == 204
     assert call("DELETE", base + "/{svc}", ids=ids).status_code == 204
     assert call("GET", base + "/{svc}", ids=ids).status_code == 404
+
+
+def test_organization_and_account_answers_match_the_document(
+    server: Server, owner: Account, org: str, doc: dict[str, Any]
+) -> None:
+    def call(method: str, template: str, **kwargs: Any) -> requests.Response:
+        concrete = template.format(org=org, **kwargs.pop("ids", {}))
+        response = server.api(
+            method, concrete.removeprefix("/api"), kwargs.pop("as_", owner.token), **kwargs
+        )
+        _conforms(doc, method, template, response)
+        return response
+
+    assert call("GET", "/api/organizations").status_code == 200
+    assert call("GET", "/api/organizations/{org}").status_code == 200
+    users = "/api/organizations/{org}/users"
+    body = {"email": "Doc.User@example.test", "groups": ["eng"], "password": "doc-password-1"}
+    created = call("POST", users, json=body)
+    assert created.status_code == 201
+    assert call("POST", users, json=body).status_code == 409
+    assert call("POST", users, json={"email": "not-an-email"}).status_code == 400
+    assert call("GET", users).status_code == 200
+    user_ids = {"user_id": created.json()["id"]}
+    assert call("GET", users + "/{user_id}", ids=user_ids).status_code == 200
+    assert call("GET", users + "/{user_id}", ids={"user_id": "nobody"}).status_code == 404
+    patched = call("PATCH", users + "/{user_id}", ids=user_ids, json={"disabled": True})
+    assert patched.status_code == 200 and patched.json()["disabled"] is True
+    member = add_user(server, owner.token, org)
+    assert call("GET", users, as_=member.token).status_code == 200
+    assert call("POST", users, as_=member.token, json={"email": "x@example.test"}).status_code == (
+        403
+    )
+    refused = call("POST", "/api/organizations", as_=member.token, json={"slug": "x", "name": "x"})
+    assert refused.status_code == 403
+    assert call("DELETE", users + "/{user_id}", ids=user_ids).status_code == 204
+    login = call(
+        "POST",
+        "/api/auth/login",
+        as_=None,
+        json={"email": member.email, "password": member.password, "organization": org},
+    )
+    assert login.status_code == 200 and login.json()["user"]["organization"] == org
+    assert call("DELETE", "/api/organizations/{org}", as_=member.token).status_code == 403
+    assert call("DELETE", "/api/organizations/{org}").status_code == 204
+    assert call("GET", "/api/organizations/{org}").status_code == 404

@@ -49,6 +49,12 @@ def second(
     stop_server(running)
 
 
+@pytest.fixture
+def member(server: Server, owner: Account, org: str) -> Account:
+    """An account of the test's organization (the module's owner is an operator)."""
+    return add_user(server, owner.token, org)
+
+
 def at(process: Server, url: str) -> str:
     """The same public URL, sent to one process."""
     parts = urlsplit(url)
@@ -57,12 +63,12 @@ def at(process: Server, url: str) -> str:
 
 
 def test_login_at_one_process_serves_sso_and_slo_at_the_other(
-    server: Server, second: Server, owner: Account, org: str, tmp_path: Path
+    server: Server, second: Server, owner: Account, org: str, member: Account, tmp_path: Path
 ) -> None:
     service = saml_service(server, owner.token, org, sign_response=True)
     browser = Browser(server)
     auth = onelogin_auth(service)
-    page = browser.sso(auth.login(), owner.email, owner.password)
+    page = browser.sso(auth.login(), member.email, member.password)
     onelogin_accepts(service, posted_message(page.text), auth.get_last_request_id())
 
     client = pysaml2_sp(service, tmp_path)
@@ -119,13 +125,13 @@ def _field(page: requests.Response, name: str) -> str:
 
 
 def test_rotation_through_one_process_changes_the_others_signatures(
-    server: Server, second: Server, owner: Account, org: str
+    server: Server, second: Server, owner: Account, org: str, member: Account
 ) -> None:
     service = saml_service(server, owner.token, org)
     browser = Browser(server)
     auth = onelogin_auth(service)
     page = browser.get(at(second, auth.login()))
-    page = Browser(second, browser.session).login(page, owner.email, owner.password)
+    page = Browser(second, browser.session).login(page, member.email, member.password)
     onelogin_accepts(service, posted_message(page.text), auth.get_last_request_id())
 
     old = service.rotate()
@@ -136,11 +142,11 @@ def test_rotation_through_one_process_changes_the_others_signatures(
 
 
 def test_replay_at_another_process_is_refused(
-    server: Server, second: Server, owner: Account, org: str
+    server: Server, second: Server, owner: Account, org: str, member: Account
 ) -> None:
     service = saml_service(server, owner.token, org)
     browser = Browser(server)
-    page = browser.sso(f"{service.base}/init", owner.email, owner.password)
+    page = browser.sso(f"{service.base}/init", member.email, member.password)
     posted_message(page.text)
     xml = authn_request(service)
     url = redirect_url(service, xml)
