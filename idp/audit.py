@@ -74,6 +74,34 @@ def record(
     )
 
 
+def record_in_service(
+    session: Session,
+    actor: Actor,
+    action: str,
+    resource_type: str,
+    resource_id: str,
+    organization_id: str,
+    service_id: str,
+    *,
+    user_id: str | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> None:
+    """Record a change to something of one service (the service itself, a plan, a key...)."""
+    record(
+        session,
+        actor,
+        action,
+        resource_type,
+        resource_id,
+        organization_id=organization_id,
+        service_id=service_id,
+        user_id=user_id,
+        before=before,
+        after=after,
+    )
+
+
 def queued(
     actor: Actor,
     action: str,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import click
 
 from idp import audit, logs
-from idp.api.validation import is_email, validate
+from idp.api.validation import validate
 from idp.auth import Passwords
 from idp.domain import accounts, operators, organizations
 from idp.domain.errors import DomainError
@@ -21,9 +20,8 @@ from idp.hooks import before_serving
 from idp.sessions import announce_once
 from idp.settings import Settings, SettingsError, load_settings
 from idp.store.db import Database
-from idp.store.models import SLUG_PATTERN
 
-SLUG = re.compile(SLUG_PATTERN)
+ORG_OPTIONS = {"slug": "--org", "name": "--org-name"}
 CERT_WARNING_DAYS = 60
 
 
@@ -83,11 +81,11 @@ def migrate() -> None:
 def bootstrap(email: str, password: str, org_slug: str | None, org_name: str | None) -> None:
     """Create the platform operator EMAIL and, with --org, the organization with an owner
     account EMAIL; both with PASSWORD when created. Safe to repeat."""
-    email = _checked_email(email)
-    if org_slug is not None and not SLUG.match(org_slug):
-        raise click.BadParameter(
-            "must be lowercase letters, digits and hyphens", param_hint="--org"
-        )
+    owner = _validated({"email": email, "password": password, "role": "owner"}, "CreateUser")
+    email = accounts.normalize_email(email)
+    name = org_name or org_slug
+    if org_slug is not None:
+        _validated({"slug": org_slug, "name": name}, "CreateOrganization", ORG_OPTIONS)
     settings = _settings()
     db = _database(settings)
     passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
@@ -96,11 +94,10 @@ def bootstrap(email: str, password: str, org_slug: str | None, org_name: str | N
             created = operators.ensure(session, email, password, passwords)
             if org_slug is not None:
                 org = organizations.by_slug(session, org_slug) or organizations.create(
-                    session, audit.CLI, org_slug, org_name or org_slug
+                    session, audit.CLI, org_slug, name or org_slug
                 )
                 if accounts.by_email(session, org.id, email) is None:
-                    fields = {"email": email, "password": password, "role": "owner"}
-                    accounts.create(session, audit.CLI, org, fields, passwords, "owner")
+                    accounts.create(session, audit.CLI, org, owner, passwords, "owner")
     except DomainError as exc:
         raise click.ClickException(exc.message) from None
     finally:
@@ -208,15 +205,11 @@ def platform_keys_delete(key_id: str) -> None:
     click.echo(f"idp: platform key {key_id} deleted")
 
 
-def _checked_email(email: str) -> str:
-    email = accounts.normalize_email(email)
-    if not is_email(email):
-        raise click.BadParameter("must be an email address", param_hint="--email")
-    return email
-
-
-def _validated(fields: dict[str, Any], schema: str) -> dict[str, Any]:
-    """The fields if they satisfy the API's schema; else exit naming each bad option."""
+def _validated(
+    fields: dict[str, Any], schema: str, options: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The fields if they satisfy the API's schema; else exit naming each bad option
+    (``options``: field -> option name, where they differ from ``--field``)."""
     import idp.api  # noqa: F401 (registers every schema)
     from idp.api.errors import ApiError
     from idp.api.openapi import COMPONENTS
@@ -224,7 +217,9 @@ def _validated(fields: dict[str, Any], schema: str) -> dict[str, Any]:
     try:
         return validate(fields, COMPONENTS[schema])
     except ApiError as exc:
-        reasons = "; ".join(f"--{k.replace('_', '-')} {v}" for k, v in (exc.details or {}).items())
+        names = options or {}
+        details = (exc.details or {}).items()
+        reasons = "; ".join(f"{names.get(k, '--' + k.replace('_', '-'))} {v}" for k, v in details)
         raise click.UsageError(reasons or exc.message) from None
 
 

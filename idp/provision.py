@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp import audit, keys
+from idp.api.errors import ApiError
 from idp.api.openapi import COMPONENTS
 from idp.api.validation import validate
 from idp.domain import organizations, saml_setup, services
@@ -129,11 +130,8 @@ def _violations(value: Any, schema: dict[str, Any]) -> dict[str, str]:
     """The reason per field why a value breaks a schema; empty when it satisfies it."""
     try:
         validate(value, schema)
-    except Exception as exc:  # the API's 400 error, whose details hold the reasons
-        details = getattr(exc, "details", None)
-        if not isinstance(details, dict):
-            raise
-        return details
+    except ApiError as exc:  # the API's 400 error: its details hold the reasons
+        return exc.details or {"body": exc.message}
     return {}
 
 

@@ -137,12 +137,14 @@ class Store:
     # -- sessions ---------------------------------------------------------------
 
     def sign_in(
-        self, old: BrowserSession | None, organization_id: str, signin: SignIn
+        self, old: BrowserSession | None, organization_id: str, account_id: str, generation: int
     ) -> BrowserSession:
-        """A new session id (no fixation) holding this sign-in and the browser's other ones.
+        """A sign-in to the organization starting now, under a new session id (no fixation).
 
-        The old id stops working; sign-ins to other organizations carry over.
+        The old id stops working; the browser's sign-ins to other organizations carry over.
         """
+        now = time.time()
+        signin = SignIn(account_id, generation, now, now + self.session_ttl)
         sid = new_token()
         kept = {} if old is None else {k: v for k, v in old.signins.items() if k != organization_id}
         session = BrowserSession(_digest(sid), {**kept, organization_id: signin}, sid)
@@ -151,11 +153,6 @@ class Store:
             self._forget(old.key)
         return session
 
-    def new_signin(self, account_id: str, generation: int) -> SignIn:
-        """A sign-in starting now, for the session TTL."""
-        now = time.time()
-        return SignIn(account_id, generation, now, now + self.session_ttl)
-
     def load_session(self, sid: str | None) -> BrowserSession | None:
         """The live session for a cookie value, or None."""
         if not _plausible(sid):
@@ -163,9 +160,7 @@ class Store:
         return self._load(_digest(sid))
 
     def _load(self, key: str) -> BrowserSession | None:
-        raw = self.redis.get(_session_key(key))
-        session = BrowserSession.from_json(key, raw, time.time()) if raw else None
-        return session if session and session.signins else None
+        return _live(key, self.redis.get(_session_key(key)))
 
     def sso_state(self, sid: str | None) -> SsoState:
         """In one round trip: the browser's session and the change counter."""
@@ -174,11 +169,8 @@ class Store:
         if _plausible(sid):
             pipe.get(_session_key(_digest(sid)))
         results = pipe.execute()
-        raw = results[1] if len(results) > 1 else None
-        session = None
-        if raw and sid:
-            session = BrowserSession.from_json(_digest(sid), raw, time.time())
-        return SsoState(session if session and session.signins else None, int(results[0] or 0))
+        session = _live(_digest(sid), results[1]) if _plausible(sid) else None
+        return SsoState(session, int(results[0] or 0))
 
     def save_session(
         self,
@@ -389,6 +381,12 @@ class Remembered:
 
     retry_after: int
     first_use: bool
+
+
+def _live(key: str, raw: bytes | str | None) -> BrowserSession | None:
+    """The stored session with its live sign-ins; None when it has none left."""
+    session = BrowserSession.from_json(key, raw, time.time()) if raw else None
+    return session if session is not None and session.signins else None
 
 
 def _plausible(sid: str | None) -> TypeGuard[str]:

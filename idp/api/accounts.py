@@ -10,7 +10,7 @@ from idp.api import access
 from idp.api.access import Need
 from idp.api.errors import conflict_on_duplicate
 from idp.api.openapi import component, operation, ref
-from idp.api.shapes import OPTIONAL_STRING
+from idp.api.shapes import GROUPS, OPTIONAL_STRING
 from idp.domain import accounts
 from idp.domain.accounts import ROLES, account_json
 from idp.runtime import runtime
@@ -24,18 +24,7 @@ PROFILE = {
     "name": {"type": ["string", "null"], "maxLength": 200},
     "given_name": {"type": ["string", "null"], "maxLength": 200},
     "family_name": {"type": ["string", "null"], "maxLength": 200},
-    "groups": {
-        "type": "array",
-        "maxItems": 100,
-        "uniqueItems": True,
-        "items": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 200,
-            "pattern": r"^[^\x00-\x1f\x7f]+$",
-            "x-reason": "must be non-empty text without control characters",
-        },
-    },
+    "groups": GROUPS,
     "password": {"type": ["string", "null"], "minLength": 8, "maxLength": 1024},
     "role": ROLE,
 }
@@ -62,7 +51,14 @@ component(
     {
         "type": "object",
         "required": [
-            "id", "email", "name", "given_name", "family_name", "groups", "role", "disabled"
+            "id",
+            "email",
+            "name",
+            "given_name",
+            "family_name",
+            "groups",
+            "role",
+            "disabled",
         ],
         "properties": {
             "id": {"type": "string"},

@@ -86,8 +86,13 @@ def login(payload: dict[str, Any]) -> dict[str, Any]:
 def _identity(subject: Account | Operator, attempt: logins.Attempt) -> dict[str, Any]:
     if isinstance(subject, Operator):
         profile = {"name": None, "given_name": None, "family_name": None}
-        return {"id": subject.id, "email": subject.email, **profile, "organization": None,
-                "role": "operator"}
+        return {
+            "id": subject.id,
+            "email": subject.email,
+            **profile,
+            "organization": None,
+            "role": "operator",
+        }
     return {
         "id": subject.id,
         "email": subject.email,

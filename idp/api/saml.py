@@ -13,7 +13,7 @@ from flask import Blueprint
 from idp.api import access
 from idp.api.access import Need
 from idp.api.openapi import component, operation, ref
-from idp.api.shapes import TIMESTAMP
+from idp.api.shapes import GROUPS, TIMESTAMP
 from idp.domain import saml_setup
 from idp.domain.saml_setup import certificate_json
 from idp.runtime import runtime
@@ -52,17 +52,7 @@ SETTINGS = {
     "sp_certificate": {"type": ["string", "null"], "format": "pem-certificate", "maxLength": 16384},
     "want_authn_requests_signed": {"type": "boolean"},
     "slo_url": {**ENDPOINT_URL, "type": ["string", "null"]},
-    "allowed_groups": {  # empty: every account of the organization
-        "type": "array",
-        "maxItems": 100,
-        "uniqueItems": True,
-        "items": {
-            "type": "string",
-            "maxLength": 200,
-            "pattern": r"^[^\x00-\x1f\x7f]+$",
-            "x-reason": "must be a group name: 1-200 characters without control characters",
-        },
-    },
+    "allowed_groups": GROUPS,  # empty: every account of the organization
     "require_subscription": {"type": "boolean"},
 }
 REQUIRED = [

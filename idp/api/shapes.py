@@ -6,7 +6,7 @@ from typing import Any
 
 from idp.domain.shapes import iso
 
-__all__ = ["OPTIONAL_STRING", "TIMESTAMP", "iso", "text"]
+__all__ = ["GROUPS", "OPTIONAL_STRING", "TIMESTAMP", "iso", "text"]
 
 
 TIMESTAMP = {"type": "string", "format": "date-time"}
@@ -21,3 +21,16 @@ def text(max_length: int) -> dict[str, Any]:
         "pattern": r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$",
         "x-reason": "must be non-empty text without control characters or surrounding spaces",
     }
+
+
+GROUPS = {  # an account's groups, and the groups a service admits
+    "type": "array",
+    "maxItems": 100,
+    "uniqueItems": True,
+    "items": {
+        "type": "string",
+        "maxLength": 200,
+        "pattern": r"^[^\x00-\x1f\x7f]+$",  # non-empty
+        "x-reason": "must be a group name: 1-200 characters without control characters",
+    },
+}

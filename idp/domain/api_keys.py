@@ -77,7 +77,9 @@ def create(
     )
     session.add(key)
     session.flush()
-    _record(session, actor, "api_key.create", org, key, after=api_key_json(key))
+    audit.record_in_service(
+        session, actor, "api_key.create", "api_key", key.id, org.id, svc.id, after=api_key_json(key)
+    )
     return key, secret
 
 
@@ -108,7 +110,16 @@ def remove(
 ) -> None:
     """Delete a key of the service (NotFound if none): refused from its next use on."""
     key = find(session, svc, key_id)
-    _record(session, actor, "api_key.delete", org, key, before=api_key_json(key))
+    audit.record_in_service(
+        session,
+        actor,
+        "api_key.delete",
+        "api_key",
+        key.id,
+        org.id,
+        svc.id,
+        before=api_key_json(key),
+    )
     session.delete(key)
 
 
@@ -119,26 +130,3 @@ def _expiry(now: datetime, days: int | None) -> datetime | None:
     if not 1 <= int(days) <= MAX_EXPIRY_DAYS:
         raise Invalid("Invalid expiry", {"expires_in_days": f"must be from 1 to {MAX_EXPIRY_DAYS}"})
     return now + timedelta(days=int(days))
-
-
-def _record(
-    session: Session,
-    actor: audit.Actor,
-    action: str,
-    org: Organization,
-    key: ApiKey,
-    *,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-) -> None:
-    audit.record(
-        session,
-        actor,
-        action,
-        "api_key",
-        key.id,
-        organization_id=org.id,
-        service_id=key.service_id,
-        before=before,
-        after=after,
-    )

@@ -32,7 +32,12 @@ def ensure(session: Session, email: str, password: str, passwords: Passwords) ->
     session.add(operator)
     session.flush()
     audit.record(
-        session, audit.CLI, "operator.create", "operator", operator.id, organization_id=None,
+        session,
+        audit.CLI,
+        "operator.create",
+        "operator",
+        operator.id,
+        organization_id=None,
         after={"id": operator.id, "email": email},
     )
     return True
@@ -56,7 +61,12 @@ def create_platform_key(session: Session, name: str) -> tuple[PlatformKey, str]:
     session.add(key)
     session.flush()
     audit.record(
-        session, audit.CLI, "platform_key.create", "platform_key", key.id, organization_id=None,
+        session,
+        audit.CLI,
+        "platform_key.create",
+        "platform_key",
+        key.id,
+        organization_id=None,
         after=platform_key_json(key),
     )
     return key, secret
@@ -75,6 +85,11 @@ def delete_platform_key(session: Session, key_id: str) -> None:
     before = platform_key_json(key)
     session.delete(key)
     audit.record(
-        session, audit.CLI, "platform_key.delete", "platform_key", key_id, organization_id=None,
+        session,
+        audit.CLI,
+        "platform_key.delete",
+        "platform_key",
+        key_id,
+        organization_id=None,
         before=before,
     )

@@ -83,6 +83,12 @@ def _record(
 ) -> None:
     org_id = org.id if org is not None else org_id
     audit.record(
-        session, actor, action, "organization", org_id, organization_id=org_id,
-        before=before, after=after,
+        session,
+        actor,
+        action,
+        "organization",
+        org_id,
+        organization_id=org_id,
+        before=before,
+        after=after,
     )

@@ -70,7 +70,9 @@ def create(
     _apply(plan, fields)
     session.add(plan)
     session.flush()
-    _record(session, actor, "plan.create", org, plan, after=plan_json(plan))
+    audit.record_in_service(
+        session, actor, "plan.create", "plan", plan.id, org.id, svc.id, after=plan_json(plan)
+    )
     return plan
 
 
@@ -88,7 +90,17 @@ def update(
     before = plan_json(plan)
     _apply(plan, fields)
     session.flush()
-    _record(session, actor, "plan.update", org, plan, before=before, after=plan_json(plan))
+    audit.record_in_service(
+        session,
+        actor,
+        "plan.update",
+        "plan",
+        plan.id,
+        org.id,
+        svc.id,
+        before=before,
+        after=plan_json(plan),
+    )
     return plan
 
 
@@ -106,7 +118,9 @@ def remove(
             f"Plan '{plan.name}' has {active} active subscription(s); "
             "cancel or move them before deleting it"
         )
-    _record(session, actor, "plan.delete", org, plan, before=plan_json(plan))
+    audit.record_in_service(
+        session, actor, "plan.delete", "plan", plan.id, org.id, svc.id, before=plan_json(plan)
+    )
     session.delete(plan)
 
 
@@ -135,26 +149,3 @@ def _apply(plan: Plan, fields: dict[str, Any]) -> None:
         plan.currency = fields["currency"].lower()
     if "features" in fields:
         plan.features = list(fields["features"])
-
-
-def _record(
-    session: Session,
-    actor: audit.Actor,
-    action: str,
-    org: Organization,
-    plan: Plan,
-    *,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-) -> None:
-    audit.record(
-        session,
-        actor,
-        action,
-        "plan",
-        plan.id,
-        organization_id=org.id,
-        service_id=plan.service_id,
-        before=before,
-        after=after,
-    )

@@ -112,7 +112,17 @@ def configure(
         setattr(config, name, value)
     session.flush()
     after = config_json(config)
-    _record(session, actor, "saml.configure", "saml_config", svc.id, org, svc, before, after)
+    audit.record_in_service(
+        session,
+        actor,
+        "saml.configure",
+        "saml_config",
+        svc.id,
+        org.id,
+        svc.id,
+        before=before,
+        after=after,
+    )
     return "created" if before is None else "updated"
 
 
@@ -126,7 +136,17 @@ def remove(session: Session, actor: audit.Actor, org: Organization, svc: Service
     retired = keys.deactivate_certificates(session, svc.id)
     session.delete(config)
     after = {"deactivated_certificates": retired}
-    _record(session, actor, "saml.delete", "saml_config", svc.id, org, svc, before, after)
+    audit.record_in_service(
+        session,
+        actor,
+        "saml.delete",
+        "saml_config",
+        svc.id,
+        org.id,
+        svc.id,
+        before=before,
+        after=after,
+    )
 
 
 def active_certificate(session: Session, svc: Service) -> SamlCertificate | None:
@@ -177,16 +197,16 @@ def rotate(
         "valid_until": iso(certificate.valid_until),
     }
     before = {"deactivated_certificates": retired}
-    _record(
+    audit.record_in_service(
         session,
         actor,
         "saml.certificate.generate",
         "saml_certificate",
         certificate.id,
-        org,
-        svc,
-        before,
-        after,
+        org.id,
+        svc.id,
+        before=before,
+        after=after,
     )
 
 
@@ -218,27 +238,3 @@ def _canonical_pem(pem: str) -> str:
             "The request is invalid", {"sp_certificate": "must be a PEM X.509 certificate"}
         ) from None
     return cert.public_bytes(Encoding.PEM).decode()
-
-
-def _record(
-    session: Session,
-    actor: audit.Actor,
-    action: str,
-    resource_type: str,
-    resource_id: str,
-    org: Organization,
-    svc: Service,
-    before: dict[str, Any] | None,
-    after: dict[str, Any] | None,
-) -> None:
-    audit.record(
-        session,
-        actor,
-        action,
-        resource_type,
-        resource_id,
-        organization_id=org.id,
-        service_id=svc.id,
-        before=before,
-        after=after,
-    )

@@ -24,7 +24,6 @@ EDITABLE = ("name", "github_scopes", "google_scopes", "microsoft_scopes", "redir
 SSO_SUCCESS = "sso.success"
 
 
-
 def service_json(svc: Service) -> dict[str, Any]:
     """Service {id, organization_id, slug, name, service_type, client_id, redirect_uris, ...}."""
     return {
@@ -101,7 +100,9 @@ def create(
     _apply(svc, fields)
     session.add(svc)
     session.flush()
-    _record(session, actor, "service.create", org, svc, after=_audit_json(svc))
+    audit.record_in_service(
+        session, actor, "service.create", "service", svc.id, org.id, svc.id, after=_audit_json(svc)
+    )
     return svc
 
 
@@ -125,12 +126,24 @@ def update(
     before = _audit_json(svc)
     _apply(svc, fields)
     session.flush()
-    _record(session, actor, "service.update", org, svc, before=before, after=_audit_json(svc))
+    audit.record_in_service(
+        session,
+        actor,
+        "service.update",
+        "service",
+        svc.id,
+        org.id,
+        svc.id,
+        before=before,
+        after=_audit_json(svc),
+    )
 
 
 def remove(session: Session, actor: audit.Actor, org: Organization, svc: Service) -> None:
     """Delete the service with all it owns; records service.delete."""
-    _record(session, actor, "service.delete", org, svc, before=_audit_json(svc))
+    audit.record_in_service(
+        session, actor, "service.delete", "service", svc.id, org.id, svc.id, before=_audit_json(svc)
+    )
     session.delete(svc)
 
 
@@ -164,26 +177,3 @@ def _apply(svc: Service, fields: dict[str, Any]) -> None:
 def _audit_json(svc: Service) -> dict[str, Any]:
     """The service plus its provider scopes, for the audit trail."""
     return {**service_json(svc), **{f"{p}_scopes": scopes(svc, p) for p in PROVIDERS}}
-
-
-def _record(
-    session: Session,
-    actor: audit.Actor,
-    action: str,
-    org: Organization,
-    svc: Service,
-    *,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-) -> None:
-    audit.record(
-        session,
-        actor,
-        action,
-        "service",
-        svc.id,
-        organization_id=org.id,
-        service_id=svc.id,
-        before=before,
-        after=after,
-    )

@@ -60,7 +60,17 @@ def create(
     sub = Subscription(service_id=svc.id, account_id=account.id, plan_id=plan.id)
     session.add(sub)
     session.flush()
-    _record(session, actor, "subscription.create", org, sub, after=subscription_json(sub))
+    audit.record_in_service(
+        session,
+        actor,
+        "subscription.create",
+        "subscription",
+        sub.id,
+        org.id,
+        svc.id,
+        user_id=sub.account_id,
+        after=subscription_json(sub),
+    )
     return sub
 
 
@@ -78,8 +88,17 @@ def cancel(
     if sub.status == "active":
         before = subscription_json(sub)
         sub.status, sub.cancelled_at = "cancelled", utcnow()
-        _record(
-            session, actor, "subscription.cancel", org, sub, before, after=subscription_json(sub)
+        audit.record_in_service(
+            session,
+            actor,
+            "subscription.cancel",
+            "subscription",
+            sub.id,
+            org.id,
+            svc.id,
+            user_id=sub.account_id,
+            before=before,
+            after=subscription_json(sub),
         )
     return sub
 
@@ -101,28 +120,4 @@ def _active(session: Session, svc: Service, account: Account) -> Subscription | 
             Subscription.account_id == account.id,
             Subscription.status == "active",
         )
-    )
-
-
-def _record(
-    session: Session,
-    actor: audit.Actor,
-    action: str,
-    org: Organization,
-    sub: Subscription,
-    before: dict[str, Any] | None = None,
-    *,
-    after: dict[str, Any],
-) -> None:
-    audit.record(
-        session,
-        actor,
-        action,
-        "subscription",
-        sub.id,
-        organization_id=org.id,
-        service_id=sub.service_id,
-        user_id=sub.account_id,
-        before=before,
-        after=after,
     )

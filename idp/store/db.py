@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,8 @@ from alembic.config import Config
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from idp.files import owner_only
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")  # created with the database file's mode
@@ -33,10 +35,7 @@ def _make_private(path: Path) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
     for file in (path, *(path.with_name(path.name + s) for s in SQLITE_SIDE_FILES)):
-        with suppress(FileNotFoundError):
-            info = file.stat()
-            if info.st_mode & 0o077 and info.st_uid == os.getuid():
-                file.chmod(0o600)
+        owner_only(file)
 
 
 def _sqlite_engine(url: str) -> Engine:

@@ -96,9 +96,7 @@ class Account(Base):
     __table_args__ = (UniqueConstraint("organization_id", "email", name="uq_accounts_org_email"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    organization_id: Mapped[str] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE")
-    )
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str | None] = mapped_column(String(200))
     given_name: Mapped[str | None] = mapped_column(String(200))

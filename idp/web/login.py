@@ -112,9 +112,9 @@ def login() -> Response:
 
 def _signed_in(account: Account, pending: dict[str, Any] | None, token: str | None) -> Response:
     """Start the sign-in under a fresh session id, then resume the pending SSO request."""
-    store = runtime().store
-    signin = store.new_signin(account.id, account.generation)
-    session = store.sign_in(browser.current_session(), account.organization_id, signin)
+    session = runtime().store.sign_in(
+        browser.current_session(), account.organization_id, account.id, account.generation
+    )
     if pending is not None:
         target = url_for("sso.resume", org=pending["org"], svc=pending["svc"], pending=token)
         response: Response = redirect(target, code=303)  # type: ignore[assignment]

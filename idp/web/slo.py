@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, redirect, render_template, request
@@ -88,8 +89,8 @@ def _matching_session(
     SessionIndex): this browser's, or, without the cookie (a cross-site POST), the one that
     issued the request's SessionIndex."""
     store = runtime().store
-    candidates = [browser_session] + [store.session_for_index(i) for i in logout.session_indexes]
-    for session in candidates:
+    by_index = (store.session_for_index(index) for index in logout.session_indexes)
+    for session in itertools.chain([browser_session], by_index):  # Redis read only if needed
         signin = session.signins.get(provider.org_id) if session is not None else None
         login = signin.sps.get(provider.service_id) if signin is not None else None
         if login is not None and saml.logout_matches(logout, login.name_id, login.session_index):

@@ -97,9 +97,7 @@ def _accounts_from_memberships(bind: sa.Connection) -> dict[tuple[str, str], str
     query = (
         sa.select(memberships, users)
         .join(users, users.c.id == memberships.c.user_id)
-        .order_by(
-            memberships.c.user_id, memberships.c.created_at, memberships.c.organization_id
-        )
+        .order_by(memberships.c.user_id, memberships.c.created_at, memberships.c.organization_id)
     )
     now = datetime.now(UTC)
     accounts: dict[tuple[str, str], str] = {}
@@ -144,13 +142,16 @@ def _move_subscriptions(bind: sa.Connection, accounts: dict[tuple[str, str], str
     with op.batch_alter_table("subscriptions") as batch:
         batch.add_column(sa.Column("account_id", sa.String(length=36), nullable=True))
     subscriptions = sa.table(
-        "subscriptions", sa.column("id"), sa.column("user_id"), sa.column("account_id"),
+        "subscriptions",
+        sa.column("id"),
+        sa.column("user_id"),
+        sa.column("account_id"),
         sa.column("service_id"),
     )
     services = sa.table("services", sa.column("id"), sa.column("organization_id"))
-    query = sa.select(
-        subscriptions.c.id, subscriptions.c.user_id, services.c.organization_id
-    ).join(services, services.c.id == subscriptions.c.service_id)
+    query = sa.select(subscriptions.c.id, subscriptions.c.user_id, services.c.organization_id).join(
+        services, services.c.id == subscriptions.c.service_id
+    )
     for sub_id, user_id, org_id in list(bind.execute(query)):
         account_id = accounts.get((org_id, user_id))
         statement = (
