@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh, empty database for one test module."""
+@contextmanager
+def fresh_database(directory: Path) -> Iterator[str]:
+    """An empty database of its own: a SQLite file in ``directory``, or a new database on the
+    ``IDP_TEST_DATABASE_URL`` PostgreSQL server (dropped afterwards)."""
     admin_url = os.environ.get("IDP_TEST_DATABASE_URL")
     if not admin_url:
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'idp.db'}"
+        yield f"sqlite:///{directory / 'idp.db'}"
         return
     import psycopg
 
@@ -66,13 +68,22 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     conninfo = admin.render_as_string(hide_password=False)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield (
-        make_url(admin_url)
-        .set(drivername="postgresql+psycopg", database=name)
-        .render_as_string(hide_password=False)
-    )
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield (
+            make_url(admin_url)
+            .set(drivername="postgresql+psycopg", database=name)
+            .render_as_string(hide_password=False)
+        )
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, empty database for one test module."""
+    with fresh_database(tmp_path_factory.mktemp("db")) as url:
+        yield url
 
 
 @dataclass

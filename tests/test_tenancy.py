@@ -24,6 +24,7 @@ from conftest import (
     Account,
     Server,
     free_port,
+    fresh_database,
     server_env,
     start_server,
     stop_server,
@@ -40,7 +41,7 @@ from sso_helpers import (
     posted_message,
     saml_service,
 )
-from v11_database import V11, build, fresh_database
+from v11_database import V11, build
 
 from idp.settings import load_settings
 from idp.store.db import Database

@@ -8,19 +8,14 @@ kind of row the 0002 migration has to carry over, and returns what a test needs 
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from alembic import command
 from sqlalchemy import JSON, bindparam, create_engine, text
-from sqlalchemy.engine import make_url
 
 from idp import keys
 from idp.auth import Passwords
@@ -35,32 +30,6 @@ JSONS = (
     "groups", "redirect_uris", "github_scopes", "google_scopes", "microsoft_scopes",
     "features", "permissions", "attribute_mapping",
 )
-
-
-@contextmanager
-def fresh_database(tmp_path: Path) -> Iterator[str]:
-    """An empty database of its own, the way conftest's ``database_url`` makes one: a SQLite
-    file, or a new database on the ``IDP_TEST_DATABASE_URL`` PostgreSQL server."""
-    admin_url = os.environ.get("IDP_TEST_DATABASE_URL")
-    if not admin_url:
-        yield f"sqlite:///{tmp_path / 'v11.db'}"
-        return
-    import psycopg
-
-    name = f"idp_test_v11_{secrets.token_hex(6)}"
-    admin = make_url(admin_url).set(drivername="postgresql")
-    conninfo = admin.render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield (
-            make_url(admin_url)
-            .set(drivername="postgresql+psycopg", database=name)
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass
