@@ -75,8 +75,13 @@ def login_subjects(
     client address."""
     return {
         f"email:{organization or ''}\0{email}": settings.login_max_failures,
-        f"ip:{address or 'unknown'}": settings.login_max_failures_per_ip,
+        **address_subject(settings, address),
     }
+
+
+def address_subject(settings: Settings, address: str | None) -> dict[str, int]:
+    """The client address's throttle subject and limit, for attempts that name no account."""
+    return {f"ip:{address or 'unknown'}": settings.login_max_failures_per_ip}
 
 
 def digest(secret: str) -> str:

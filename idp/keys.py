@@ -40,6 +40,7 @@ from idp.store.models import (
     Organization,
     SamlCertificate,
     Service,
+    TotpFactor,
     new_id,
     utcnow,
 )
@@ -117,6 +118,17 @@ def instance_secret(db: Database, settings: Settings, name: str) -> bytes:
     return _open_secret(row, settings)
 
 
+def encrypt_totp_secret(account_id: str, seed: str, secret: bytes) -> str:
+    """Encrypt an account's TOTP seed (base32) for its row."""
+    return _seal(seed.encode(), _totp_data(account_id), secret)
+
+
+def decrypt_totp_secret(factor: TotpFactor, settings: Settings) -> str:
+    """The base32 TOTP seed of an account's authenticator."""
+    what = f"TOTP seed of account {factor.account_id}"
+    return _open(factor.secret_encrypted, _totp_data(factor.account_id), settings, what).decode()
+
+
 @dataclass(frozen=True)
 class Rotation:
     """What ``rotate_secret`` did: rows re-encrypted, rows already under IDP_SECRET_KEY."""
@@ -126,7 +138,7 @@ class Rotation:
 
 
 def rotate_secret(session: Session, settings: Settings) -> Rotation:
-    """Re-encrypt every stored private key and instance secret under IDP_SECRET_KEY.
+    """Re-encrypt every stored private key, instance secret and TOTP seed under IDP_SECRET_KEY.
 
     Every row is decrypted first (with IDP_SECRET_KEY or IDP_SECRET_KEY_PREVIOUS); when any
     does not decrypt, KeyDecryptionError names each such row and nothing is changed. Rows
@@ -135,7 +147,8 @@ def rotate_secret(session: Session, settings: Settings) -> Rotation:
     current = f"{FORMAT}.{key_id(settings.secret_key)}."
     rows = 0
     problems: list[str] = []
-    updates: list[tuple[SamlCertificate | InstanceSecret, str, str]] = []  # row, column, value
+    Row = SamlCertificate | InstanceSecret | TotpFactor
+    updates: list[tuple[Row, str, str]] = []  # row, column, value
     for certificate in session.scalars(select(SamlCertificate).with_for_update()):
         rows += 1
         try:
@@ -156,6 +169,16 @@ def rotate_secret(session: Session, settings: Settings) -> Rotation:
         if not stored.value_encrypted.startswith(current):
             value = _seal(plaintext, _secret_data(stored.name), settings.secret_key)
             updates.append((stored, "value_encrypted", value))
+    for factor in session.scalars(select(TotpFactor).with_for_update()):
+        rows += 1
+        try:
+            seed = decrypt_totp_secret(factor, settings)
+        except KeyDecryptionError as exc:
+            problems.append(str(exc))
+            continue
+        if not factor.secret_encrypted.startswith(current):
+            value = encrypt_totp_secret(factor.account_id, seed, settings.secret_key)
+            updates.append((factor, "secret_encrypted", value))
     if problems:
         raise KeyDecryptionError("\n".join(problems))
     for row, column, value in updates:
@@ -294,6 +317,10 @@ def _associated_data(certificate: StoredCertificate) -> bytes:
 
 def _secret_data(name: str) -> bytes:
     return f"{FORMAT}\ninstance secret\n{name}".encode()
+
+
+def _totp_data(account_id: str) -> bytes:
+    return f"{FORMAT}\ntotp seed\n{account_id}".encode()
 
 
 def _open_secret(row: InstanceSecret, settings: Settings) -> bytes:

@@ -42,6 +42,12 @@ LOGINS = Counter(
     "Sign-in attempts at the login page by result (success, failure, throttled, denied)",
     ["result"],
 )
+MFA_OUTCOMES = Counter(
+    "idp_mfa_total",
+    "Second factors by factor (totp, recovery_code, passkey, code, any) and result (success, "
+    "failure, throttled, enrolled, enrol_failure)",
+    ["factor", "result"],
+)
 REQUEST_SECONDS = Histogram(
     "idp_request_duration_seconds",
     "Request latency by route group",
@@ -54,7 +60,14 @@ SIGNING_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
 )
 
-ROUTE_GROUPS = {"sso": "sso", "slo": "slo", "login": "login", "metadata": "metadata"}
+ROUTE_GROUPS = {
+    "sso": "sso",
+    "slo": "slo",
+    "login": "login",
+    "second_factor": "login",
+    "account": "account",
+    "metadata": "metadata",
+}
 
 
 class StateCollector(Collector):

@@ -145,7 +145,9 @@ def _sp_config(config: SamlConfig) -> SpConfig:
 def _access(config: SamlConfig | None) -> AccessRules:
     if config is None:
         return AccessRules((), False)
-    return AccessRules(tuple(config.allowed_groups or ()), config.require_subscription)
+    return AccessRules(
+        tuple(config.allowed_groups or ()), config.require_subscription, config.require_mfa
+    )
 
 
 @dataclass(frozen=True)

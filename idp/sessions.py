@@ -78,9 +78,10 @@ class SignIn:
 
     account_id: str
     generation: int  # the account's generation at sign-in; void once the account's moves on
-    authn_instant: float
+    authn_instant: float  # the instant of the last factor
     expires_at: float
     sps: dict[str, SpLogin] = field(default_factory=dict)  # service id -> what it was told
+    mfa: bool = False  # a second factor (or a passkey) was used in this sign-in
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
@@ -137,17 +138,35 @@ class Store:
     # -- sessions ---------------------------------------------------------------
 
     def sign_in(
-        self, old: BrowserSession | None, organization_id: str, account_id: str, generation: int
+        self,
+        old: BrowserSession | None,
+        organization_id: str,
+        account_id: str,
+        generation: int,
+        mfa: bool = False,
     ) -> BrowserSession:
         """A sign-in to the organization starting now, under a new session id (no fixation).
 
         The old id stops working; the browser's sign-ins to other organizations carry over.
         """
         now = time.time()
-        signin = SignIn(account_id, generation, now, now + self.session_ttl)
+        signin = SignIn(account_id, generation, now, now + self.session_ttl, mfa=mfa)
+        return self._rotate(old, {organization_id: signin})
+
+    def step_up(self, old: BrowserSession, organization_id: str) -> BrowserSession:
+        """The organization's sign-in after a second factor, now: multi-factor, its instant
+        moved to now, the SPs it served kept, under a new session id."""
+        now = time.time()
+        signin = old.signins[organization_id]
+        raised = SignIn(
+            signin.account_id, signin.generation, now, now + self.session_ttl, signin.sps, True
+        )
+        return self._rotate(old, {organization_id: raised})
+
+    def _rotate(self, old: BrowserSession | None, changed: dict[str, SignIn]) -> BrowserSession:
         sid = new_token()
-        kept = {} if old is None else {k: v for k, v in old.signins.items() if k != organization_id}
-        session = BrowserSession(_digest(sid), {**kept, organization_id: signin}, sid)
+        kept = {} if old is None else {k: v for k, v in old.signins.items() if k not in changed}
+        session = BrowserSession(_digest(sid), {**kept, **changed}, sid)
         self.save_session(session)
         if old is not None:
             self._forget(old.key)
@@ -267,6 +286,26 @@ class Store:
             return None
         raw = self.redis.getdel(PREFIX + "pending:" + token)
         return json.loads(raw) if raw else None
+
+    # -- short-lived state of a browser: sign-ins waiting for a factor, enrolments ----
+
+    def hold(self, name: str, data: dict[str, Any], ttl: int) -> None:
+        """Keep ``data`` under a name (a digest of it is the key) for ``ttl`` seconds."""
+        self.redis.set(_held_key(name), json.dumps(data), ex=ttl)
+
+    def held(self, name: str) -> dict[str, Any] | None:
+        """What is held under a name, if it has not expired."""
+        raw = self.redis.get(_held_key(name))
+        return json.loads(raw) if raw else None
+
+    def release(self, name: str) -> None:
+        """Forget what is held under a name."""
+        self.redis.delete(_held_key(name))
+
+    def first_use(self, key: str, ttl: int) -> bool:
+        """Mark a one-time value (a TOTP step, a WebAuthn challenge) as used: False when it
+        already was."""
+        return bool(self.redis.set(_seen_key(key), 1, nx=True, ex=ttl))
 
     # -- anonymous writes: replay cache and pending requests, limited per address ----
 
@@ -399,6 +438,10 @@ def _digest(value: str) -> str:
 
 def _session_key(key: str) -> str:
     return PREFIX + "session:" + key
+
+
+def _held_key(name: str) -> str:
+    return PREFIX + "held:" + _digest(name)
 
 
 def _index_key(session_index: str) -> str:

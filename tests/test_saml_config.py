@@ -50,6 +50,7 @@ ECHOED_DEFAULTS = {  # what getConfig echoes for the optional fields left out
     "slo_url": None,
     "allowed_groups": [],
     "require_subscription": False,
+    "require_mfa": False,
 }
 
 
@@ -125,6 +126,7 @@ def test_configure_takes_the_optional_fields_and_replaces_the_whole_config(
         enabled=False,
         allowed_groups=["sales", "support"],
         require_subscription=True,
+        require_mfa=True,
     )
     saml.configure(target.org, target.svc, extended)
     assert saml.get_config(target.org, target.svc) == {**extended, "has_certificate": False}
@@ -135,6 +137,7 @@ def test_configure_takes_the_optional_fields_and_replaces_the_whole_config(
     assert (config["sp_certificate"], config["want_authn_requests_signed"]) == (None, False)
     assert config["slo_url"] is None and config["enabled"] is True
     assert (config["allowed_groups"], config["require_subscription"]) == ([], False)
+    assert config["require_mfa"] is False
 
 
 def test_sp_certificate_is_kept_as_the_certificate_alone(target: SamlService) -> None:
@@ -362,6 +365,7 @@ INVALID = [
     ("allowed_groups", {"allowed_groups": [""]}, "group name"),
     ("allowed_groups", {"allowed_groups": ["a\u0000b"]}, "group name"),
     ("require_subscription", {"require_subscription": "yes"}, "boolean"),
+    ("require_mfa", {"require_mfa": 1}, "boolean"),
     ("extra", {"extra": 1}, "not a known field"),
 ]
 

@@ -696,8 +696,8 @@ def test_v11_memberships_became_accounts(migrated: Migrated) -> None:
     # v1.1 has no revision 0002: users stay global and login refuses "organization" (400).
     server, data = migrated.server, migrated.data
     with stored(server.env["IDP_DATABASE_URL"]) as session:
-        assert session.execute(text("SELECT version_num FROM alembic_version")).scalar() \
-            == "0002"
+        revision = session.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        assert int(revision) >= 2
     expected = [
         (data.alpha, data.multi_email, data.multi_password, "admin", ["eng"]),
         (data.beta, data.multi_email, data.multi_password, "member", ["sales", "emea"]),

@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint
+from sqlalchemy.orm import Session
 
 from idp.api import access
 from idp.api.access import Need
 from idp.api.errors import conflict_on_duplicate
 from idp.api.openapi import component, operation, ref
 from idp.api.shapes import GROUPS, OPTIONAL_STRING
-from idp.domain import accounts
+from idp.domain import accounts, mfa
 from idp.domain.accounts import ROLES, account_json
 from idp.runtime import runtime
+from idp.store.models import Account
 
 bp = Blueprint("accounts", __name__)
 
@@ -59,6 +61,7 @@ component(
             "groups",
             "role",
             "disabled",
+            "mfa",
         ],
         "properties": {
             "id": {"type": "string"},
@@ -69,6 +72,14 @@ component(
             "groups": {"type": "array", "items": {"type": "string"}},
             "role": ROLE,
             "disabled": {"type": "boolean"},
+            "mfa": {
+                "type": "object",
+                "required": ["totp", "passkeys"],
+                "properties": {
+                    "totp": {"type": "boolean"},
+                    "passkeys": {"type": "integer", "minimum": 0},
+                },
+            },
         },
     },
 )
@@ -108,7 +119,7 @@ def create_user(org: str, payload: dict[str, Any]) -> tuple[dict[str, Any], int]
             rt.passwords,
             access.caller_role(organization),
         )
-        answer = account_json(account)
+        answer = _user(session, account)
     return answer, 201
 
 
@@ -123,7 +134,9 @@ def list_users(org: str) -> dict[str, Any]:
     """Any account of the organization, or a service key with read:users."""
     with runtime().db.read() as session:
         organization = access.organization(session, org, Need.READ, "read:users")
-        return {"users": [account_json(a) for a in accounts.listing(session, organization)]}
+        listed = accounts.listing(session, organization)
+        factors = mfa.factors_of(session, [a.id for a in listed])
+        return {"users": [_user(session, a, factors.get(a.id)) for a in listed]}
 
 
 @operation(
@@ -137,7 +150,7 @@ def get_user(org: str, user_id: str) -> dict[str, Any]:
     """Any account of the organization, or a service key with read:users."""
     with runtime().db.read() as session:
         organization = access.organization(session, org, Need.READ, "read:users")
-        return account_json(accounts.find(session, organization, user_id))
+        return _user(session, accounts.find(session, organization, user_id))
 
 
 @operation(
@@ -166,7 +179,7 @@ def update_user(org: str, user_id: str, payload: dict[str, Any]) -> dict[str, An
             rt.passwords,
             access.caller_role(organization),
         )
-        answer = account_json(account)
+        answer = _user(session, account)
     rt.store.announce_change(org)
     return answer
 
@@ -189,3 +202,28 @@ def delete_user(org: str, user_id: str) -> tuple[str, int]:
         )
     rt.store.announce_change(org)
     return "", 204
+
+
+@operation(
+    bp,
+    "DELETE",
+    "/organizations/<org>/users/<user_id>/mfa",
+    summary="Reset an account's second factors (its sign-ins end, its tokens are revoked)",
+    ok=204,
+)
+def reset_mfa(org: str, user_id: str) -> tuple[str, int]:
+    """Owners and admins (only owners reset an owner's); for someone who lost every factor."""
+    rt = runtime()
+    with rt.db.write() as session:
+        organization = access.organization(session, org, Need.MANAGE)
+        account = accounts.find(session, organization, user_id)
+        accounts.check_may_change(access.caller_role(organization), account)
+        mfa.reset(session, access.actor(), organization, account)
+    rt.store.announce_change(org)
+    return "", 204
+
+
+def _user(session: Session, account: Account, factors: mfa.Factors | None = None) -> dict[str, Any]:
+    """User JSON with its second factors: {..., mfa: {totp, passkeys}}."""
+    factors = factors or mfa.factors(session, account.id)
+    return {**account_json(account), "mfa": factors.summary()}

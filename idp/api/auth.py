@@ -25,6 +25,7 @@ component(
             "email": {"type": "string", "minLength": 1, "maxLength": 320},
             "password": {"type": "string", "minLength": 1, "maxLength": 1024},
             "organization": {"type": ["string", "null"], "pattern": SLUG_PATTERN},
+            "code": {"type": ["string", "null"], "maxLength": 64},
         },
     },
 )
@@ -62,7 +63,8 @@ component(
     bp,
     "POST",
     "/auth/login",
-    summary="Exchange email and password (and organization) for a bearer token",
+    summary="Exchange email and password (and organization; and a TOTP or recovery code "
+    "for an account with a second factor) for a bearer token",
     body="LoginRequest",
     response=ref("LoginResponse"),
     public=True,
@@ -76,8 +78,9 @@ def login(payload: dict[str, Any]) -> dict[str, Any]:
         organization=payload.get("organization"),
         address=request.remote_addr or "unknown",
         via="api",
+        code=payload.get("code"),
     )
-    subject = logins.sign_in(rt, attempt, throttle_required=False)
+    subject = logins.sign_in(rt, attempt, throttle_required=False).subject
     with rt.db.write() as session:
         token, expires_at = issue_token(session, subject, rt.settings.api_token_ttl)
     return {"token": token, "expires_at": iso(expires_at), "user": _identity(subject, attempt)}

@@ -54,6 +54,7 @@ SETTINGS = {
     "slo_url": {**ENDPOINT_URL, "type": ["string", "null"]},
     "allowed_groups": GROUPS,  # empty: every account of the organization
     "require_subscription": {"type": "boolean"},
+    "require_mfa": {"type": "boolean"},  # assertions only after a second factor
 }
 REQUIRED = [
     "enabled",

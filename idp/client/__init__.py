@@ -41,12 +41,21 @@ class SsoClient:
         """The bearer credential sent with every call (login token, API key or platform key)."""
         return self._http.token
 
-    def login(self, email: str, password: str, organization: str | None = None) -> Json:
+    def login(
+        self,
+        email: str,
+        password: str,
+        organization: str | None = None,
+        code: str | None = None,
+    ) -> Json:
         """Sign in an organization's account (``organization``: its slug) or, without it, an
-        operator; later calls use the token. Returns {token, expires_at, user}."""
+        operator; later calls use the token. An account with a second factor also gives a
+        TOTP or recovery ``code``. Returns {token, expires_at, user}."""
         body = {"email": email, "password": password}
         if organization is not None:
             body["organization"] = organization
+        if code is not None:
+            body["code"] = code
         answer = self._http.object("POST", path("auth", "login"), body=body)
         self._http.token = answer["token"]
         return answer

@@ -87,7 +87,7 @@ class Saml:
 
     def configure(self, org: str, svc: str, payload: Mapping[str, Any]) -> Json:
         """Set the Service Provider this IdP serves (and, optionally, who may use it:
-        ``allowed_groups``, ``require_subscription``); returns {message}."""
+        ``allowed_groups``, ``require_subscription``, ``require_mfa``); returns {message}."""
         return self._http.object("PUT", _service(org, svc, "saml"), body=payload)
 
     def get_config(self, org: str, svc: str) -> Json:

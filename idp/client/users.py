@@ -30,7 +30,7 @@ class Users:
         return self._http.object("GET", path("organizations", org, "users"))
 
     def get(self, org: str, user_id: str) -> Json:
-        """User {id, email, name, given_name, family_name, groups, role, disabled}."""
+        """User {id, email, name, given_name, family_name, groups, role, disabled, mfa}."""
         return self._http.object("GET", path("organizations", org, "users", user_id))
 
     def update(
@@ -44,3 +44,8 @@ class Users:
     def delete(self, org: str, user_id: str) -> None:
         """Delete the account (its sign-ins end; its tokens and subscriptions go)."""
         self._http.empty("DELETE", path("organizations", org, "users", user_id))
+
+    def reset_mfa(self, org: str, user_id: str) -> None:
+        """Remove the account's second factors and recovery codes (its sign-ins end, its tokens
+        are revoked): for someone who lost them all."""
+        self._http.empty("DELETE", path("organizations", org, "users", user_id, "mfa"))

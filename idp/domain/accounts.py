@@ -111,7 +111,7 @@ def update(
     caller_role: str,
 ) -> bool:
     """Change the given fields; returns True when the account's sign-ins were ended."""
-    _check_may_change(caller_role, account)
+    check_may_change(caller_role, account)
     role = fields.get("role") or account.role
     if role != account.role:
         _check_grant(caller_role, role)
@@ -148,7 +148,7 @@ def remove(
     session: Session, actor: audit.Actor, org: Organization, account: Account, caller_role: str
 ) -> None:
     """Delete the account (its subscriptions and tokens go with it, its sign-ins end)."""
-    _check_may_change(caller_role, account)
+    check_may_change(caller_role, account)
     _lock(session, org)
     if account.role == "owner" and not account.disabled:
         _check_not_last_owner(session, org, account)
@@ -185,7 +185,8 @@ def _check_grant(caller_role: str, role: str) -> None:
         raise Forbidden("Only owners grant the owner role")
 
 
-def _check_may_change(caller_role: str, account: Account) -> None:
+def check_may_change(caller_role: str, account: Account) -> None:
+    """Owners and admins change accounts; only owners change an owner's."""
     if caller_role not in MANAGER_ROLES:
         raise Forbidden("This needs the owner or admin role")
     if account.role == "owner" and caller_role != "owner":

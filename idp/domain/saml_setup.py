@@ -33,11 +33,13 @@ FIELDS = (
     "slo_url",
     "allowed_groups",
     "require_subscription",
+    "require_mfa",
 )
 DEFAULTS: dict[str, Any] = {
     "want_authn_requests_signed": False,
     "allowed_groups": [],
     "require_subscription": False,
+    "require_mfa": False,
 }
 
 
@@ -46,6 +48,7 @@ def config_json(config: SamlConfig) -> dict[str, Any]:
     stored = {name: getattr(config, name) for name in FIELDS}
     stored["allowed_groups"] = list(config.allowed_groups or [])
     stored["require_subscription"] = bool(config.require_subscription)
+    stored["require_mfa"] = bool(config.require_mfa)
     return stored
 
 

@@ -8,11 +8,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from idp.saml import NameId
-from idp.saml.authn_context import PASSWORD_SIGN_IN, RequestedContext, choose_class
+from idp.saml.authn_context import (
+    PASSWORD_SIGN_IN,
+    SECOND_FACTOR_SIGN_IN,
+    RequestedContext,
+    choose_class,
+)
 from idp.saml.nameid import subject_matches
 from idp.saml.requests import AuthnRequest
 
-ACHIEVABLE = PASSWORD_SIGN_IN  # every class a sign-in at this IdP can reach, strongest first
+ACHIEVABLE = SECOND_FACTOR_SIGN_IN  # every class a sign-in here can reach, strongest first
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,7 @@ class AccessRules:
 
     allowed_groups: tuple[str, ...]  # empty: every account
     require_subscription: bool
+    require_mfa: bool = False
 
     def admits(self, groups: tuple[str, ...], subscribed: bool) -> bool:
         """True when an account with these groups (and subscription) passes the rules."""
@@ -72,6 +78,12 @@ def is_subject(ask: Request, issued: NameId | None, email: str) -> bool:
     return subject_matches(ask.subject, issued or NameId("", ask.subject.format), email)
 
 
-def authn_class(ask: Request) -> str | None:
-    """The class to assert for a password sign-in, or None when the SP's ask cannot be met."""
-    return choose_class(ask.context, PASSWORD_SIGN_IN)
+def needs_second_factor(rules: AccessRules, ask: Request) -> bool:
+    """True when only a multi-factor sign-in may answer: the service requires one, or the SP
+    asked for a class that a password alone does not reach."""
+    return rules.require_mfa or choose_class(ask.context, PASSWORD_SIGN_IN) is None
+
+
+def authn_class(ask: Request, multi_factor: bool) -> str | None:
+    """The class to assert for a sign-in, or None when the SP's ask cannot be met by it."""
+    return choose_class(ask.context, SECOND_FACTOR_SIGN_IN if multi_factor else PASSWORD_SIGN_IN)

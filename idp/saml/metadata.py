@@ -10,9 +10,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 from saml2.md import NAMESPACE as MD
 
-from idp.saml.constants import BINDING_POST, BINDING_REDIRECT, DS_NS, SAMLP_NS
+from idp.saml.authn_context import SECOND_FACTOR_SIGN_IN
+from idp.saml.constants import BINDING_POST, BINDING_REDIRECT, DS_NS, SAML_NS, SAMLP_NS
 
 BINDINGS = (BINDING_REDIRECT, BINDING_POST)
+MDATTR = "urn:oasis:names:tc:SAML:metadata:attribute"
+ATTRNAME_URI = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"
+# The entity attribute listing the AuthnContextClassRefs this IdP can assert (SAML has no
+# standard element for it; SPs that do not know the attribute ignore it).
+SUPPORTED_CLASSES = "urn:oasis:names:tc:SAML:2.0:ac:classes"
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,13 @@ def idp_metadata(
     """The EntityDescriptor (UTF-8 XML) an SP loads to trust this IdP.
 
     It lists the signing certificate, the one NameID format the service is configured to
-    issue, and the SSO and SLO endpoints for the HTTP-Redirect and HTTP-POST bindings.
+    issue, the SSO and SLO endpoints for the HTTP-Redirect and HTTP-POST bindings, and, as an
+    entity attribute, the authentication context classes it asserts (REFEDS MFA included).
     """
-    entity = etree.Element(_md("EntityDescriptor"), nsmap={"md": MD, "ds": DS_NS})
+    nsmap = {"md": MD, "ds": DS_NS, "mdattr": MDATTR, "saml": SAML_NS}
+    entity = etree.Element(_md("EntityDescriptor"), nsmap=nsmap)
     entity.set("entityID", endpoints.entity_id)
+    _supported_classes(entity)
     idp = etree.SubElement(entity, _md("IDPSSODescriptor"))
     idp.set("protocolSupportEnumeration", SAMLP_NS)
     idp.set("WantAuthnRequestsSigned", "true" if want_authn_requests_signed else "false")
@@ -60,6 +69,16 @@ def idp_metadata(
             idp, _md("SingleSignOnService"), Binding=binding, Location=endpoints.sso_url
         )
     return bytes(etree.tostring(entity, xml_declaration=True, encoding="UTF-8", pretty_print=True))
+
+
+def _supported_classes(entity: etree._Element) -> None:
+    extensions = etree.SubElement(entity, _md("Extensions"))
+    attributes = etree.SubElement(extensions, f"{{{MDATTR}}}EntityAttributes")
+    attribute = etree.SubElement(
+        attributes, f"{{{SAML_NS}}}Attribute", Name=SUPPORTED_CLASSES, NameFormat=ATTRNAME_URI
+    )
+    for name in SECOND_FACTOR_SIGN_IN:
+        etree.SubElement(attribute, f"{{{SAML_NS}}}AttributeValue").text = name
 
 
 def _md(tag: str) -> str:

@@ -110,6 +110,51 @@ class Account(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class TotpFactor(Base):
+    """An account's confirmed TOTP authenticator; the seed is encrypted at rest."""
+
+    __tablename__ = "totp_factors"
+
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+
+class Passkey(Base):
+    """A WebAuthn credential (passkey or security key) registered by an account."""
+
+    __tablename__ = "passkeys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)  # base64url
+    public_key: Mapped[str] = mapped_column(Text)  # base64url COSE key
+    sign_count: Mapped[int] = mapped_column(Integer, default=0)
+    transports: Mapped[list[str]] = mapped_column(default=list)
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+
+class RecoveryCode(Base):
+    """One of an account's one-time recovery codes, hashed like a password."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(255))
+    used_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Operator(Base):
     """A platform operator: outside every organization, with owner rights in all of them."""
 
@@ -250,6 +295,7 @@ class SamlConfig(Base):
     slo_url: Mapped[str | None] = mapped_column(String(2048))
     allowed_groups: Mapped[list[str]] = mapped_column(default=list)
     require_subscription: Mapped[bool] = mapped_column(Boolean, default=False)
+    require_mfa: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from pathlib import Path
 
 from flask import Response, request
 
@@ -15,12 +16,17 @@ from idp.sessions import BrowserSession
 SESSION_COOKIE = "idp_session"
 CSRF_COOKIE = "idp_csrf"
 AUTOSUBMIT_SCRIPT = "document.getElementById('saml-form').submit();"
-AUTOSUBMIT_HASH = (
-    "sha256-" + base64.b64encode(hashlib.sha256(AUTOSUBMIT_SCRIPT.encode()).digest()).decode()
-)
+PASSKEY_SCRIPT = (Path(__file__).parent / "passkeys.js").read_text()
+
+
+def _script_hash(script: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+
+
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; "
-    f"script-src '{AUTOSUBMIT_HASH}'; frame-ancestors 'none'; base-uri 'none'"
+    f"script-src '{_script_hash(AUTOSUBMIT_SCRIPT)}' '{_script_hash(PASSKEY_SCRIPT)}'; "
+    "frame-ancestors 'none'; base-uri 'none'"
 )
 
 
@@ -77,6 +83,12 @@ def set_csrf_cookie(response: Response, seed: str | None) -> None:
     if seed is not None:
         https = runtime().settings.is_https
         response.set_cookie(CSRF_COOKIE, seed, httponly=True, secure=https, samesite="Lax")
+
+
+def csrf_seed() -> str | None:
+    """This browser's CSRF cookie value (what binds its forms and passkey challenges)."""
+    seed = request.cookies.get(CSRF_COOKIE)
+    return seed if seed and len(seed) <= 128 else None
 
 
 def csrf_ok() -> bool:

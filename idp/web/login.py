@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, render_template, request
 
 from idp.domain import login as logins
+from idp.domain import passkeys
 from idp.domain import sso as decision
 from idp.domain.errors import Throttled, WrongCredentials
 from idp.metrics import LOGINS
 from idp.runtime import runtime
 from idp.saml.constants import NAMEID_EMAIL
 from idp.store.models import Account
-from idp.web import browser
-from idp.web.pages import error_page
+from idp.web import browser, second_factor
+from idp.web.pages import error_page, message_page
 
 bp = Blueprint("login", __name__)
 
@@ -27,9 +28,19 @@ MAX_FIELD = 1024
 
 
 def _page(status: int = 200, **context: Any) -> Response:
+    """The login form, with the passkey button bound to this browser."""
     token, seed = browser.csrf_token()
+    options = passkeys.authentication_options(
+        runtime(), second_factor.login_binding(seed or browser.csrf_seed() or ""), []
+    )
     response = Response(
-        render_template("login.html", csrf_token=token, **context),
+        render_template(
+            "login.html",
+            csrf_token=token,
+            passkey_options=options,
+            passkey_script=browser.PASSKEY_SCRIPT,
+            **context,
+        ),
         status=status,
         mimetype="text/html",
     )
@@ -54,23 +65,21 @@ def _pending(token: str | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     return pending, context
 
 
-def _message(title: str, message: str, status: int = 200, signed_in: bool = False) -> Response:
-    token, seed = browser.csrf_token() if signed_in else (None, None)
-    html = render_template("message.html", title=title, message=message, logout_csrf=token)
-    response = Response(html, status=status, mimetype="text/html")
-    browser.set_csrf_cookie(response, seed)
-    return response
-
-
 @bp.get("/login")
 def login_form() -> Response:
     """The form; with ?pending= it names the organization and service being signed in to."""
     pending, context = _pending(request.args.get("pending"))
     if pending is None:
         context["org"] = request.args.get("org", "")[:MAX_FIELD]
+        context["next"] = _next(request.args)
         if browser.current_session() is not None and not context["org"]:
-            return _message("You are signed in", "You can close this page.", signed_in=True)
+            return message_page("You are signed in", "You can close this page.", signed_in=True)
     return _page(**context)
+
+
+def _next(values: Any) -> str | None:
+    """Where to go after signing in without a pending request: only the account page."""
+    return "account" if values.get("next") == "account" else None
 
 
 @bp.post("/login")
@@ -80,7 +89,7 @@ def login() -> Response:
     org = context.get("org") or request.form.get("org", "").strip().lower()[:MAX_FIELD]
     email = request.form.get("email", "").strip()[:MAX_FIELD]
     password = request.form.get("password", "")[:MAX_FIELD]
-    context = {**context, "org": org, "email": email}
+    context = {**context, "org": org, "email": email, "next": _next(request.form)}
     if not browser.csrf_ok():
         return _page(400, error="This form expired. Please sign in again.", **context)
     if not email or not password or not org:
@@ -94,7 +103,7 @@ def login() -> Response:
         service_id=pending["service_id"] if pending else None,
     )
     try:
-        account = logins.sign_in(runtime(), attempt, throttle_required=True)
+        verified = logins.sign_in(runtime(), attempt, throttle_required=True)
     except Throttled as exc:
         minutes = max(1, round(exc.retry_after / 60))
         error = f"Too many sign-in attempts. Try again in {minutes} minute(s)."
@@ -105,21 +114,17 @@ def login() -> Response:
     except WrongCredentials:
         LOGINS.labels("failure").inc()
         return _page(401, error=WRONG_CREDENTIALS, **context)
-    LOGINS.labels("success").inc()
+    account = verified.subject
     assert isinstance(account, Account)
-    return _signed_in(account, pending, context.get("pending"))
-
-
-def _signed_in(account: Account, pending: dict[str, Any] | None, token: str | None) -> Response:
-    """Start the sign-in under a fresh session id, then resume the pending SSO request."""
+    token = context.get("pending")
+    if verified.factor_required:
+        LOGINS.labels("second_factor").inc()
+        return second_factor.ask(org, account, token, context["next"], step_up=False)
+    LOGINS.labels("success").inc()
     session = runtime().store.sign_in(
         browser.current_session(), account.organization_id, account.id, account.generation
     )
-    if pending is not None:
-        target = url_for("sso.resume", org=pending["org"], svc=pending["svc"], pending=token)
-        response: Response = redirect(target, code=303)  # type: ignore[assignment]
-    else:
-        response = _message("You are signed in", "You can close this page.", signed_in=True)
+    response = second_factor.go_on(org, token, context["next"])
     browser.set_session_cookie(response, session)
     return response
 
@@ -132,6 +137,8 @@ def logout() -> Response:
     session = browser.current_session()
     if session is not None:
         runtime().store.end_session(session)
-    response = _message("You are signed out", "You have been signed out of the identity provider.")
+    response = message_page(
+        "You are signed out", "You have been signed out of the identity provider."
+    )
     browser.clear_session_cookie(response)
     return response

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, render_template
 
+from idp.web import browser
 from idp.web.browser import AUTOSUBMIT_SCRIPT
 
 bp = Blueprint("pages", __name__, static_folder="static", static_url_path="/static")
@@ -28,6 +29,15 @@ def error_page(status: int, title: str, message: str) -> Response:
         "error.html", title=title, message=message, request_id=g.get("request_id")
     )
     return Response(html, status=status, mimetype="text/html")
+
+
+def message_page(title: str, message: str, status: int = 200, signed_in: bool = False) -> Response:
+    """A page that tells the person something; signed in, it offers to sign out."""
+    token, seed = browser.csrf_token() if signed_in else (None, None)
+    html = render_template("message.html", title=title, message=message, logout_csrf=token)
+    response = Response(html, status=status, mimetype="text/html")
+    browser.set_csrf_cookie(response, seed)
+    return response
 
 
 def post_form(

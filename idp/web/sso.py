@@ -18,7 +18,7 @@ from idp.runtime import runtime
 from idp.saml.bindings import check_relay_state
 from idp.saml.constants import NAMEID_PERSISTENT, NAMEID_TRANSIENT
 from idp.sessions import BrowserSession, SignIn, SpLogin, SsoState
-from idp.web import browser
+from idp.web import browser, second_factor
 from idp.web.pages import Refused, post_form
 
 bp = Blueprint("sso", __name__)
@@ -59,6 +59,10 @@ def sso(org: str, svc: str) -> Response:
         return _error_answer(provider, error, authn.id, message.relay_state)
     if signed is None or authn.force_authn:
         return _to_login(provider, authn.id, message.relay_state, ask, force=authn.force_authn)
+    if _owes_factor(provider, signed, ask):
+        if authn.is_passive:
+            return _error_answer(provider, saml.NO_AUTHN_CONTEXT, authn.id, message.relay_state)
+        return _to_second_factor(provider, signed, authn.id, message.relay_state, ask, False)
     return _answer(provider, signed, authn.id, message.relay_state, ask)
 
 
@@ -73,6 +77,8 @@ def init(org: str, svc: str) -> Response:
     if signed is None:
         remember(None, anonymous=True)
         return _to_login(provider, None, relay_state, ask, force=False)
+    if _owes_factor(provider, signed, ask):
+        return _to_second_factor(provider, signed, None, relay_state, ask, False)
     return _answer(provider, signed, None, relay_state, ask)
 
 
@@ -96,6 +102,9 @@ def resume(org: str, svc: str) -> Response:
         return _to_login(provider, request_id, relay_state, ask, force=pending["force_authn"])
     if not _is_subject(provider, signed, ask):
         return _to_login(provider, request_id, relay_state, ask, force=pending["force_authn"])
+    if _owes_factor(provider, signed, ask):
+        force = pending["force_authn"]
+        return _to_second_factor(provider, signed, request_id, relay_state, ask, force)
     return _answer(provider, signed, request_id, relay_state, ask)
 
 
@@ -156,6 +165,26 @@ def remember(replay_key: str | None, anonymous: bool) -> None:
         )
 
 
+def _owes_factor(provider: Provider, signed: SignedIn, ask: decision.Request) -> bool:
+    """True when only a multi-factor sign-in may answer and this one used no second factor."""
+    return not signed.signin.mfa and decision.needs_second_factor(provider.access, ask)
+
+
+def _to_second_factor(
+    provider: Provider,
+    signed: SignedIn,
+    request_id: str | None,
+    relay_state: str | None,
+    ask: decision.Request,
+    force: bool,
+) -> Response:
+    """Step up: keep the request, then ask for the account's second factor, or send an
+    account without one to enrol first."""
+    token = _keep_pending(provider, request_id, relay_state, ask, force)
+    SSO_REQUESTS.labels("second_factor_required", "").inc()
+    return second_factor.step_up(provider.org_slug, signed.signin.account_id, token)
+
+
 def _to_login(
     provider: Provider,
     request_id: str | None,
@@ -164,6 +193,19 @@ def _to_login(
     force: bool,
 ) -> Response:
     """Keep the request in Redis (not in a cookie) and send the browser to the login page."""
+    token = _keep_pending(provider, request_id, relay_state, ask, force)
+    SSO_REQUESTS.labels("login_required", "").inc()
+    return redirect(url_for("login.login_form", pending=token), code=303)  # type: ignore[return-value]
+
+
+def _keep_pending(
+    provider: Provider,
+    request_id: str | None,
+    relay_state: str | None,
+    ask: decision.Request,
+    force: bool,
+) -> str:
+    """Keep the SSO request in Redis while the browser signs in; returns its token."""
     pending: dict[str, Any] = {
         "org": provider.org_slug,
         "svc": provider.service_slug,
@@ -177,9 +219,7 @@ def _to_login(
         "ask": ask.to_json(),
         "created": time.time(),
     }
-    token = runtime().store.put_pending(pending)
-    SSO_REQUESTS.labels("login_required", "").inc()
-    return redirect(url_for("login.login_form", pending=token), code=303)  # type: ignore[return-value]
+    return runtime().store.put_pending(pending)
 
 
 def _error_answer(
@@ -220,8 +260,8 @@ def _answer(
             f"Your account may not use {provider.service_name}. Ask an administrator of "
             f"{provider.org_name} to give you access.",
         )
-    authn_class = decision.authn_class(ask)
-    if authn_class is None:  # a step-up this IdP cannot offer (asked for after sign-in)
+    authn_class = decision.authn_class(ask, signed.signin.mfa)
+    if authn_class is None:  # defensive: sso_error and the step-up already ruled this out
         return _error_answer(provider, saml.NO_AUTHN_CONTEXT, request_id, relay_state)
     user = signed.member.user
     known = signed.signin.sps.get(provider.service_id)
