@@ -25,15 +25,23 @@ xmlsec1:
 	  (apt-get update -q >/dev/null && apt-get install -y -q xmlsec1 >/dev/null)) || \
 	  { echo "install the xmlsec1 program (Debian: apt-get install xmlsec1)"; exit 1; }
 
+# The browser tests (tests/test_mfa_browser.py) drive Debian's chromium through Playwright:
+# Playwright's own browser download needs the internet, the distribution's package does not.
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null || (apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) || \
+	  { echo "install the chromium browser (Debian: apt-get install chromium)"; exit 1; }
+
 lint: install
 	$(BIN)/ruff check idp tests bench
 	$(BIN)/mypy idp
 
-test-embedded: install xmlsec1
+test-embedded: install xmlsec1 chromium
 	$(BIN)/pytest -q
 
 # Again on PostgreSQL and a Redis server, when both answer on this machine.
-test-servers: install xmlsec1
+test-servers: install xmlsec1 chromium
 	@if $(BIN)/python -c "import psycopg,redis; psycopg.connect('$(PG_URL)', connect_timeout=2).close(); redis.Redis.from_url('$(REDIS_URL)', socket_timeout=2).ping()" 2>/dev/null; then \
 	  IDP_TEST_DATABASE_URL=$(PG_URL) IDP_TEST_REDIS_URL=$(REDIS_URL) $(BIN)/pytest -q; \
 	else echo "PostgreSQL or Redis does not answer: skipped the run against them"; fi
