@@ -75,6 +75,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         static_folder=None,
     )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    # No redirect from "//" to "/": Werkzeug builds it from the Host header, which a client
+    # chooses; a path with an empty segment is simply not found.
+    app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     rt = app.extensions["idp"] = build_runtime(settings)
     logs.install(app)

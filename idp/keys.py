@@ -123,10 +123,10 @@ def encrypt_totp_secret(account_id: str, seed: str, secret: bytes) -> str:
     return _seal(seed.encode(), _totp_data(account_id), secret)
 
 
-def decrypt_totp_secret(factor: TotpFactor, settings: Settings) -> str:
-    """The base32 TOTP seed of an account's authenticator."""
-    what = f"TOTP seed of account {factor.account_id}"
-    return _open(factor.secret_encrypted, _totp_data(factor.account_id), settings, what).decode()
+def decrypt_totp_secret(account_id: str, stored: str, settings: Settings) -> str:
+    """The base32 TOTP seed of an account's authenticator, from its encrypted form."""
+    what = f"TOTP seed of account {account_id}"
+    return _open(stored, _totp_data(account_id), settings, what).decode()
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def rotate_secret(session: Session, settings: Settings) -> Rotation:
     for factor in session.scalars(select(TotpFactor).with_for_update()):
         rows += 1
         try:
-            seed = decrypt_totp_secret(factor, settings)
+            seed = decrypt_totp_secret(factor.account_id, factor.secret_encrypted, settings)
         except KeyDecryptionError as exc:
             problems.append(str(exc))
             continue

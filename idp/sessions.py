@@ -361,6 +361,11 @@ class Store:
                 retry = max(retry, ttl if ttl > 0 else window)
         return retry
 
+    def give_back(self, subject: str) -> None:
+        """Return one attempt to a subject (a right password whose sign-in goes on to its
+        second factor: the address gets its attempt back, the email's count stays)."""
+        self.redis.eval(GIVE_BACK, 1, _throttle_key(subject))
+
     def login_succeeded(self, cleared: str, released: str) -> None:
         """After a good login: reset one subject's count and give one attempt back to another.
 

@@ -191,6 +191,7 @@ def test_users_lifecycle(server: Server, owner: Account) -> None:
         "groups": [],
         "role": "owner",
         "disabled": False,
+        "mfa": {"totp": False, "passkeys": 0},
     }
     fails(lambda: sso.users.create(org, email="first@example.test"), 409, "conflict")
     assert sso.users.get(org, first["id"]) == first

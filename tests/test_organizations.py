@@ -178,6 +178,7 @@ def test_users_create_and_list(server: Server, owner: Account, org: str) -> None
         "groups": ["eng", "ops"],
         "role": "member",
         "disabled": False,
+        "mfa": {"totp": False, "passkeys": 0},
     }
     assert server.login("jane.doe@example.test", "jane-password-1", org)
     again = server.api("POST", path, owner.token, json={"email": "jane.doe@example.test"})

@@ -74,7 +74,9 @@ def sign_in(rt: Runtime, attempt: Attempt, throttle_required: bool) -> Verified:
         raise WrongCredentials(WRONG_CREDENTIALS)
     if stored is not None and rt.passwords.needs_rehash(stored):
         _rehash(rt, subject, attempt.password)
-    if factors.any and attempt.via == "page":
+    if factors.any and attempt.via == "page":  # the factor step counts its own attempt
+        address = next(iter(address_subject(rt.settings, attempt.address)))
+        _throttle(lambda: rt.store.give_back(address), throttle_required)
         return Verified(subject, factor_required=True)
     if factors.any and not mfa.check_code(rt, subject.id, attempt.code or ""):
         _record(rt, attempt, org, subject, "mfa.failure")

@@ -119,7 +119,8 @@ def check_totp(rt: Runtime, account_id: str, code: str) -> bool:
         factor = session.get(TotpFactor, account_id)
     if factor is None:
         return False
-    step = matching_step(keys.decrypt_totp_secret(factor, rt.settings), code)
+    seed = keys.decrypt_totp_secret(account_id, factor.secret_encrypted, rt.settings)
+    step = matching_step(seed, code)
     if step is None or not use_totp_step(rt, account_id, step):
         return False
     with rt.db.write() as session:

@@ -9,7 +9,19 @@ from idp.saml.attributes import USER_FIELDS
 from idp.saml.constants import NAMEID_FORMATS
 from idp.saml.metadata import IdpEndpoints
 
-__all__ = ["IdpEndpoints", "SpConfig"]
+__all__ = ["AES128_GCM", "AES256_GCM", "AcsUrl", "IdpEndpoints", "SpConfig"]
+
+AES256_GCM = "http://www.w3.org/2009/xmlenc11#aes256-gcm"
+AES128_GCM = "http://www.w3.org/2009/xmlenc11#aes128-gcm"
+
+
+@dataclass(frozen=True)
+class AcsUrl:
+    """One of the SP's AssertionConsumerService endpoints (HTTP-POST)."""
+
+    url: str
+    index: int
+    is_default: bool = False
 
 
 @dataclass(frozen=True)
@@ -25,6 +37,10 @@ class SpConfig:
     sp_certificate: str | None = None
     want_authn_requests_signed: bool = False
     slo_url: str | None = None
+    acs_urls: tuple[AcsUrl, ...] = ()  # every ACS the SP may name; acs_url is the default
+    encrypt_assertions: bool = False
+    encryption_certificate: str | None = None  # the SP's PEM encryption certificate
+    content_encryption: str = AES256_GCM  # AES128_GCM when the SP lists only that
 
     def __post_init__(self) -> None:
         if self.name_id_format not in NAMEID_FORMATS:
@@ -36,3 +52,7 @@ class SpConfig:
             raise ValueError("at least one of sign_assertions and sign_response must be true")
         if self.want_authn_requests_signed and not self.sp_certificate:
             raise ValueError("want_authn_requests_signed needs sp_certificate")
+        if self.encrypt_assertions and not self.encryption_certificate:
+            raise ValueError("encrypt_assertions needs an encryption certificate")
+        if self.content_encryption not in (AES256_GCM, AES128_GCM):
+            raise ValueError(f"unsupported content encryption {self.content_encryption!r}")

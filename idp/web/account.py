@@ -16,7 +16,7 @@ import segno
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 from markupsafe import Markup
 
-from idp import audit
+from idp import audit, keys
 from idp.domain import mfa, organizations, passkeys
 from idp.metrics import MFA_OUTCOMES
 from idp.runtime import runtime
@@ -156,8 +156,10 @@ def overview(here: Here) -> Response:
 @_view(changing=False)
 def totp_form(here: Here) -> Response:
     """A new authenticator seed, as a QR code and as text, to confirm with a code."""
+    rt = runtime()
     seed = mfa.new_totp_seed()
-    runtime().store.hold(_enrol_name(here), {"seed": seed}, ENROL_TTL_S)
+    sealed = keys.encrypt_totp_secret(here.account.id, seed, rt.settings.secret_key)
+    rt.store.hold(_enrol_name(here), {"seed": sealed}, ENROL_TTL_S)  # encrypted in Redis too
     return _totp_page(here, seed)
 
 
@@ -176,7 +178,7 @@ def totp_confirm(here: Here) -> Response:
     held = rt.store.held(_enrol_name(here))
     if held is None:
         return _back(here)
-    seed = held["seed"]
+    seed = keys.decrypt_totp_secret(here.account.id, held["seed"], rt.settings)
     step = mfa.matching_step(seed, request.form.get("code", "")[:64])
     if step is None or not mfa.use_totp_step(rt, here.account.id, step):
         MFA_OUTCOMES.labels("totp", "enrol_failure").inc()
