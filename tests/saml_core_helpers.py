@@ -192,9 +192,18 @@ def onelogin_request_data(url: str, query: str = "") -> dict[str, Any]:
 
 
 def pysaml2_client(
-    sp: SpConfig, directory: Path, *, sha256: bool = True, sign_requests: bool = False
+    sp: SpConfig,
+    directory: Path,
+    *,
+    sha256: bool = True,
+    sign_requests: bool = False,
+    decryption_key: str | None = None,
 ) -> Saml2Client:
-    """A pysaml2 SP (default xmlsec1 backend) whose metadata names our IdP and its certificate."""
+    """A pysaml2 SP (default xmlsec1 backend) whose metadata names our IdP and its certificate.
+
+    ``decryption_key`` names a key pair (see :func:`key_pair`) the SP decrypts assertions with
+    (pysaml2's ``encryption_keypairs``).
+    """
     sp_key, sp_certificate = key_pair("sp")
     (directory / "sp.key").write_bytes(sp_key)
     (directory / "sp.crt").write_bytes(sp_certificate)
@@ -218,19 +227,25 @@ def pysaml2_client(
         service["signing_algorithm"] = c.SIG_RSA_SHA256
         service["digest_algorithm"] = "http://www.w3.org/2001/04/xmlenc#sha256"
     metadata = idp_metadata(IDP, idp_cert(), sp.name_id_format, False).decode()
+    settings: dict[str, Any] = {
+        "entityid": sp.entity_id,
+        "service": {"sp": service},
+        "metadata": {"inline": [metadata]},
+        "key_file": str(directory / "sp.key"),
+        "cert_file": str(directory / "sp.crt"),
+        "xmlsec_binary": "/usr/bin/xmlsec1",
+        "allow_unknown_attributes": True,
+        "accepted_time_diff": 0,
+    }
+    if decryption_key is not None:
+        private_pem, certificate_pem = key_pair(decryption_key)
+        (directory / "enc.key").write_bytes(private_pem)
+        (directory / "enc.crt").write_bytes(certificate_pem)
+        settings["encryption_keypairs"] = [
+            {"key_file": str(directory / "enc.key"), "cert_file": str(directory / "enc.crt")}
+        ]
     config = Pysaml2SpConfig()
-    config.load(
-        {
-            "entityid": sp.entity_id,
-            "service": {"sp": service},
-            "metadata": {"inline": [metadata]},
-            "key_file": str(directory / "sp.key"),
-            "cert_file": str(directory / "sp.crt"),
-            "xmlsec_binary": "/usr/bin/xmlsec1",
-            "allow_unknown_attributes": True,
-            "accepted_time_diff": 0,
-        }
-    )
+    config.load(settings)
     return Saml2Client(config=config)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from idp.saml import constants as c
@@ -34,6 +34,20 @@ class UserInfo:
 
 
 @dataclass(frozen=True)
+class AttributeValue:
+    """A value added to an attribute: for every account, or for accounts in any of ``groups``
+    (a constant such as an AWS role ARN, per group)."""
+
+    name: str
+    value: str
+    groups: tuple[str, ...] = ()
+
+    def applies_to(self, user: UserInfo) -> bool:
+        """True for an account this value is asserted for."""
+        return not self.groups or bool(set(self.groups) & set(user.groups))
+
+
+@dataclass(frozen=True)
 class Attribute:
     """One SAML attribute: its name, NameFormat and values (never empty)."""
 
@@ -42,18 +56,31 @@ class Attribute:
     values: tuple[str, ...]
 
 
-def attributes(user: UserInfo, mapping: Mapping[str, str]) -> list[Attribute]:
-    """The attributes to assert, in mapping order; fields without a value are left out.
+def attributes(
+    user: UserInfo, mapping: Mapping[str, str], extra: Sequence[AttributeValue] = ()
+) -> list[Attribute]:
+    """The attributes to assert: the mapped fields in mapping order, then the added values
+    that apply to the user (merged into a mapped attribute of the same name); attributes
+    without a value are left out.
 
     Names containing ``:`` get the ``uri`` NameFormat, others ``basic``; ``groups`` and
     ``features`` are multi-valued. Characters XML cannot carry (control characters) are dropped.
     """
-    found = []
+    found: dict[str, list[str]] = {}
     for field, name in mapping.items():
         value: str | tuple[str, ...] | None = getattr(user, field)
-        values = (value,) if isinstance(value, str) else (value or ())
-        values = tuple(clean for v in values if (clean := NOT_XML_CHARACTERS.sub("", v)))
-        if values:
-            name_format = c.ATTRNAME_URI if ":" in name else c.ATTRNAME_BASIC
-            found.append(Attribute(name, name_format, values))
-    return found
+        found.setdefault(name, []).extend((value,) if isinstance(value, str) else (value or ()))
+    for added in extra:
+        if added.applies_to(user):
+            found.setdefault(added.name, []).append(added.value)
+    return [
+        Attribute(name, c.ATTRNAME_URI if ":" in name else c.ATTRNAME_BASIC, values)
+        for name, raw in found.items()
+        if (values := _clean(raw))
+    ]
+
+
+def _clean(values: list[str]) -> tuple[str, ...]:
+    """The values XML can carry, without repeats, in order."""
+    cleaned = (NOT_XML_CHARACTERS.sub("", value) for value in values)
+    return tuple(dict.fromkeys(value for value in cleaned if value))

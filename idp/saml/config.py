@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from idp.saml.attributes import USER_FIELDS
+from idp.saml.attributes import USER_FIELDS, AttributeValue
 from idp.saml.constants import NAMEID_FORMATS
 from idp.saml.metadata import IdpEndpoints
 
@@ -41,6 +41,23 @@ class SpConfig:
     encrypt_assertions: bool = False
     encryption_certificate: str | None = None  # the SP's PEM encryption certificate
     content_encryption: str = AES256_GCM  # AES128_GCM when the SP lists only that
+    attribute_values: tuple[AttributeValue, ...] = ()  # constants, and values per group
+
+    def endpoints(self) -> tuple[AcsUrl, ...]:
+        """Every ACS the SP may name (the default ``acs_url`` alone when none is listed)."""
+        return self.acs_urls or (AcsUrl(self.acs_url, 0, True),)
+
+    def acs_for(self, url: str | None, index: int | None) -> str | None:
+        """The ACS a request names by URL and/or index (exact match only), the default one when
+        it names none; None when it names one the SP does not have, or two different ones."""
+        if url is None and index is None:
+            return self.acs_url
+        found = {
+            endpoint.url
+            for endpoint in self.endpoints()
+            if url in (None, endpoint.url) and index in (None, endpoint.index)
+        }
+        return found.pop() if len(found) == 1 else None
 
     def __post_init__(self) -> None:
         if self.name_id_format not in NAMEID_FORMATS:

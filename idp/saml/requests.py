@@ -35,6 +35,7 @@ class AuthnRequest:
     issue_instant: datetime
     destination: str | None
     acs_url: str | None
+    acs_index: int | None
     protocol_binding: str | None
     force_authn: bool
     is_passive: bool
@@ -66,6 +67,7 @@ def read_authn_request(root: etree._Element) -> AuthnRequest:
         issue_instant=_issue_instant(root),
         destination=root.get("Destination"),
         acs_url=root.get("AssertionConsumerServiceURL"),
+        acs_index=_acs_index(root),
         protocol_binding=root.get("ProtocolBinding"),
         force_authn=boolean(root, "ForceAuthn"),
         is_passive=boolean(root, "IsPassive"),
@@ -95,6 +97,16 @@ def read_logout_request(root: etree._Element) -> LogoutRequest:
         name_id=_name_id(name_id),
         session_indexes=tuple(text(index) for index in root.findall(SESSION_INDEX)),
     )
+
+
+def _acs_index(root: etree._Element) -> int | None:
+    """AssertionConsumerServiceIndex (an xs:unsignedShort), if present."""
+    raw = root.get("AssertionConsumerServiceIndex")
+    if raw is None:
+        return None
+    if not raw.strip().isdigit() or int(raw) > 65535:
+        raise SamlRefusal("malformed", "AssertionConsumerServiceIndex is not a valid index.")
+    return int(raw)
 
 
 def _subject(root: etree._Element) -> NameId | None:

@@ -10,6 +10,7 @@ from lxml import etree
 from idp.saml import constants as c
 from idp.saml.attributes import UserInfo, attributes
 from idp.saml.config import IdpEndpoints, SpConfig
+from idp.saml.encryption import encrypt_assertion
 from idp.saml.nameid import NameId
 from idp.saml.signing import SigningKey
 from idp.saml.status import ErrorStatus
@@ -101,10 +102,7 @@ def build_response(
     context = etree.SubElement(statement, _a("AuthnContext"))
     etree.SubElement(context, _a("AuthnContextClassRef")).text = authn_context_class
     _attribute_statement(assertion, user, sp)
-    if sp.sign_assertions:
-        key.sign(assertion)
-    if sp.sign_response:
-        key.sign(response)
+    _protect(response, assertion, sp, key)
     return bytes(etree.tostring(response))
 
 
@@ -122,6 +120,23 @@ def build_error_response(
     add_status(response, error)
     key.sign(response)
     return bytes(etree.tostring(response))
+
+
+def _protect(
+    response: etree._Element, assertion: etree._Element, sp: SpConfig, key: SigningKey
+) -> None:
+    """Sign the assertion, encrypt it in its place, then sign the response, as ``sp`` says.
+
+    The response signature covers the EncryptedAssertion (CONTRACT §8: signed, then encrypted).
+    """
+    if sp.sign_assertions:
+        key.sign(assertion)
+    if sp.encrypt_assertions:
+        assert sp.encryption_certificate is not None  # SpConfig guarantees it
+        encrypted = encrypt_assertion(assertion, sp.encryption_certificate, sp.content_encryption)
+        response.replace(assertion, encrypted)
+    if sp.sign_response:
+        key.sign(response)
 
 
 def _subject(
@@ -149,7 +164,7 @@ def _subject(
 
 
 def _attribute_statement(assertion: etree._Element, user: UserInfo, sp: SpConfig) -> None:
-    found = attributes(user, sp.attribute_mapping)
+    found = attributes(user, sp.attribute_mapping, sp.attribute_values)
     if not found:
         return
     statement = etree.SubElement(assertion, _a("AttributeStatement"))

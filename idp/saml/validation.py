@@ -23,11 +23,14 @@ def check_authn_request(
 ) -> None:
     """Refuse an AuthnRequest that breaks a rule of CONTRACT §4 (signature checked apart)."""
     _check_destination(request.destination, idp.sso_url)
-    if request.acs_url is not None and request.acs_url != sp.acs_url:
+    if sp.acs_for(request.acs_url, request.acs_index) is None:
+        named = quoted(request.acs_url) if request.acs_url is not None else ""
+        if request.acs_index is not None:
+            named = f"{named} (index {request.acs_index})".strip()
         raise SamlRefusal(
             "acs_mismatch",
-            f"The request asks for the answer at {quoted(request.acs_url)}, which is not the "
-            "ACS URL configured for this service; update the SAML configuration or the SP.",
+            f"The request asks for the answer at {named}, which is not an ACS URL configured "
+            "for this service; update the SAML configuration or the SP.",
         )
     if request.protocol_binding is not None and request.protocol_binding != c.BINDING_POST:
         raise SamlRefusal(

@@ -296,12 +296,27 @@ class SamlConfig(Base):
     allowed_groups: Mapped[list[str]] = mapped_column(default=list)
     require_subscription: Mapped[bool] = mapped_column(Boolean, default=False)
     require_mfa: Mapped[bool] = mapped_column(Boolean, default=False)
+    acs_urls: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    sp_encryption_certificate: Mapped[str | None] = mapped_column(Text)
+    encrypt_assertions: Mapped[bool] = mapped_column(Boolean, default=False)
+    content_encryption: Mapped[str | None] = mapped_column(String(64))  # from SP metadata
+    attribute_values: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    preset: Mapped[str | None] = mapped_column(String(64))
+    sp_metadata_url: Mapped[str | None] = mapped_column(String(2048))
+    sent: Mapped[dict[str, Any]] = mapped_column(default=dict)  # what the admin sent, to re-merge
+    metadata_refreshed_at: Mapped[datetime | None]
+    metadata_error: Mapped[str | None] = mapped_column(Text)
+    metadata_next_refresh_at: Mapped[datetime | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class SamlCertificate(Base):
-    """An IdP signing certificate; the private key is encrypted at rest."""
+    """An IdP signing certificate; the private key is encrypted at rest.
+
+    At most one per service is active (signs) and at most one is next (published in metadata
+    beside the active one, ready to be activated: a staged rollover).
+    """
 
     __tablename__ = "saml_certificates"
     __table_args__ = (
@@ -311,6 +326,13 @@ class SamlCertificate(Base):
             unique=True,
             sqlite_where=text("is_active"),
             postgresql_where=text("is_active"),
+        ),
+        Index(
+            "uq_saml_certificates_next",
+            "service_id",
+            unique=True,
+            sqlite_where=text("is_next"),
+            postgresql_where=text("is_next"),
         ),
     )
 
@@ -323,7 +345,13 @@ class SamlCertificate(Base):
     valid_from: Mapped[datetime]
     valid_until: Mapped[datetime]
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    is_next: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def status(self) -> str:
+        """active, next or inactive."""
+        return "active" if self.is_active else "next" if self.is_next else "inactive"
 
 
 class InstanceSecret(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,23 @@ from idp.web import browser, second_factor
 from idp.web.pages import Refused, post_form
 
 bp = Blueprint("sso", __name__)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Where and how an answer goes: the request it answers, the RelayState it carries back,
+    and the SP's ACS it is posted to (None: the default one)."""
+
+    request_id: str | None
+    relay_state: str | None
+    acs_url: str | None = None
+
+    def sp(self, provider: Provider) -> saml.SpConfig:
+        """The provider's SP configuration, answering at this ACS."""
+        assert provider.sp is not None
+        if self.acs_url is None or self.acs_url == provider.sp.acs_url:
+            return provider.sp
+        return replace(provider.sp, acs_url=self.acs_url)
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,7 @@ def sso(org: str, svc: str) -> Response:
     )
     signed = signed_in(provider, state)
     remember(f"authn:{org}/{svc}\0{authn.id}", anonymous=signed is None)
+    reply = Reply(authn.id, message.relay_state, sp.acs_for(authn.acs_url, authn.acs_index))
     ask = decision.Request.of(authn)
     if signed is not None and not _is_subject(provider, signed, ask):
         signed = None
@@ -56,14 +74,14 @@ def sso(org: str, svc: str) -> Response:
         authn, sp, has_session=signed is not None, achievable=decision.ACHIEVABLE
     )
     if error is not None:
-        return _error_answer(provider, error, authn.id, message.relay_state)
+        return _error_answer(provider, error, reply)
     if signed is None or authn.force_authn:
-        return _to_login(provider, authn.id, message.relay_state, ask, force=authn.force_authn)
+        return _to_login(provider, reply, ask, force=authn.force_authn)
     if _owes_factor(provider, signed, ask):
         if authn.is_passive:
-            return _error_answer(provider, saml.NO_AUTHN_CONTEXT, authn.id, message.relay_state)
-        return _to_second_factor(provider, signed, authn.id, message.relay_state, ask, False)
-    return _answer(provider, signed, authn.id, message.relay_state, ask)
+            return _error_answer(provider, saml.NO_AUTHN_CONTEXT, reply)
+        return _to_second_factor(provider, signed, reply, ask, False)
+    return _answer(provider, signed, reply, ask)
 
 
 @bp.get("/saml/<org>/<svc>/init")
@@ -74,12 +92,13 @@ def init(org: str, svc: str) -> Response:
     provider, _ = ready(org, svc, state.version)
     signed = signed_in(provider, state)
     ask = decision.Request.unsolicited()
+    reply = Reply(None, relay_state)
     if signed is None:
         remember(None, anonymous=True)
-        return _to_login(provider, None, relay_state, ask, force=False)
+        return _to_login(provider, reply, ask, force=False)
     if _owes_factor(provider, signed, ask):
-        return _to_second_factor(provider, signed, None, relay_state, ask, False)
-    return _answer(provider, signed, None, relay_state, ask)
+        return _to_second_factor(provider, signed, reply, ask, False)
+    return _answer(provider, signed, reply, ask)
 
 
 @bp.get("/saml/<org>/<svc>/resume")
@@ -94,18 +113,16 @@ def resume(org: str, svc: str) -> Response:
         )
     state = browser_state()
     provider, _ = ready(org, svc, state.version)
-    request_id, relay_state = pending["request_id"], pending["relay_state"]
+    reply = Reply(pending["request_id"], pending["relay_state"], pending.get("acs_url"))
     ask = decision.Request.from_json(pending.get("ask"))
+    force = pending["force_authn"]
     signed = signed_in(provider, state)
     fresh = signed is not None and signed.signin.authn_instant >= pending["created"]
-    if signed is None or (pending["force_authn"] and not fresh):
-        return _to_login(provider, request_id, relay_state, ask, force=pending["force_authn"])
-    if not _is_subject(provider, signed, ask):
-        return _to_login(provider, request_id, relay_state, ask, force=pending["force_authn"])
+    if signed is None or (force and not fresh) or not _is_subject(provider, signed, ask):
+        return _to_login(provider, reply, ask, force=force)
     if _owes_factor(provider, signed, ask):
-        force = pending["force_authn"]
-        return _to_second_factor(provider, signed, request_id, relay_state, ask, force)
-    return _answer(provider, signed, request_id, relay_state, ask)
+        return _to_second_factor(provider, signed, reply, ask, force)
+    return _answer(provider, signed, reply, ask)
 
 
 def browser_state() -> SsoState:
@@ -171,40 +188,23 @@ def _owes_factor(provider: Provider, signed: SignedIn, ask: decision.Request) ->
 
 
 def _to_second_factor(
-    provider: Provider,
-    signed: SignedIn,
-    request_id: str | None,
-    relay_state: str | None,
-    ask: decision.Request,
-    force: bool,
+    provider: Provider, signed: SignedIn, reply: Reply, ask: decision.Request, force: bool
 ) -> Response:
     """Step up: keep the request, then ask for the account's second factor, or send an
     account without one to enrol first."""
-    token = _keep_pending(provider, request_id, relay_state, ask, force)
+    token = _keep_pending(provider, reply, ask, force)
     SSO_REQUESTS.labels("second_factor_required", "").inc()
     return second_factor.step_up(provider.org_slug, signed.signin.account_id, token)
 
 
-def _to_login(
-    provider: Provider,
-    request_id: str | None,
-    relay_state: str | None,
-    ask: decision.Request,
-    force: bool,
-) -> Response:
+def _to_login(provider: Provider, reply: Reply, ask: decision.Request, force: bool) -> Response:
     """Keep the request in Redis (not in a cookie) and send the browser to the login page."""
-    token = _keep_pending(provider, request_id, relay_state, ask, force)
+    token = _keep_pending(provider, reply, ask, force)
     SSO_REQUESTS.labels("login_required", "").inc()
     return redirect(url_for("login.login_form", pending=token), code=303)  # type: ignore[return-value]
 
 
-def _keep_pending(
-    provider: Provider,
-    request_id: str | None,
-    relay_state: str | None,
-    ask: decision.Request,
-    force: bool,
-) -> str:
+def _keep_pending(provider: Provider, reply: Reply, ask: decision.Request, force: bool) -> str:
     """Keep the SSO request in Redis while the browser signs in; returns its token."""
     pending: dict[str, Any] = {
         "org": provider.org_slug,
@@ -213,8 +213,9 @@ def _keep_pending(
         "service_id": provider.service_id,
         "org_name": provider.org_name,
         "service_name": provider.service_name,
-        "request_id": request_id,
-        "relay_state": relay_state,
+        "request_id": reply.request_id,
+        "relay_state": reply.relay_state,
+        "acs_url": reply.acs_url,
         "force_authn": force,
         "ask": ask.to_json(),
         "created": time.time(),
@@ -222,37 +223,28 @@ def _keep_pending(
     return runtime().store.put_pending(pending)
 
 
-def _error_answer(
-    provider: Provider, error: saml.ErrorStatus, request_id: str | None, relay_state: str | None
-) -> Response:
+def _error_answer(provider: Provider, error: saml.ErrorStatus, reply: Reply) -> Response:
     """Post a signed SAML error Response to the ACS."""
-    assert provider.sp is not None
+    sp = reply.sp(provider)
     message = saml.error_response(
         error,
-        sp=provider.sp,
+        sp=sp,
         idp=provider.endpoints,
         key=provider.signing_key(runtime()),
-        in_response_to=request_id,
+        in_response_to=reply.request_id,
         now=datetime.now(UTC),
     )
     SSO_REQUESTS.labels("saml_error", error.code.rsplit(":", 1)[-1]).inc()
-    return post_form(provider.sp.acs_url, "SAMLResponse", message, relay_state)
+    return post_form(sp.acs_url, "SAMLResponse", message, reply.relay_state)
 
 
-def _answer(
-    provider: Provider,
-    signed: SignedIn,
-    request_id: str | None,
-    relay_state: str | None,
-    ask: decision.Request,
-) -> Response:
+def _answer(provider: Provider, signed: SignedIn, reply: Reply, ask: decision.Request) -> Response:
     """Sign the account's assertion, remember the SP in the sign-in, post it to the ACS.
 
     An account outside the service's access rules gets a 403 page and nothing is posted.
     """
     rt = runtime()
-    sp = provider.sp
-    assert sp is not None
+    sp = reply.sp(provider)
     if not provider.access.admits(signed.member.user.groups, signed.member.subscribed):
         raise Refused(
             403,
@@ -262,7 +254,7 @@ def _answer(
         )
     authn_class = decision.authn_class(ask, signed.signin.mfa)
     if authn_class is None:  # defensive: sso_error and the step-up already ruled this out
-        return _error_answer(provider, saml.NO_AUTHN_CONTEXT, request_id, relay_state)
+        return _error_answer(provider, saml.NO_AUTHN_CONTEXT, reply)
     user = signed.member.user
     known = signed.signin.sps.get(provider.service_id)
     login = _sp_login(provider, signed.signin, user)
@@ -273,7 +265,7 @@ def _answer(
         organization_id=provider.org_id,
         service_id=provider.service_id,
         user_id=user.id,
-        after={"sp": sp.entity_id, "initiated": "sp" if request_id else "idp"},
+        after={"sp": sp.entity_id, "initiated": "sp" if reply.request_id else "idp"},
     )
     backlog = rt.store.save_session(
         signed.session, event, changed=login is not known, organization_id=provider.org_id
@@ -288,7 +280,7 @@ def _answer(
         session_index=login.session_index,
         authn_instant=datetime.fromtimestamp(signed.signin.authn_instant, UTC),
         session_not_on_or_after=datetime.fromtimestamp(signed.signin.expires_at, UTC),
-        in_response_to=request_id,
+        in_response_to=reply.request_id,
         now=datetime.now(UTC),
         assertion_ttl=rt.settings.assertion_ttl,
         authn_context_class=authn_class,
@@ -296,7 +288,7 @@ def _answer(
     SIGNING_SECONDS.observe(time.perf_counter() - started)
     SSO_REQUESTS.labels("success", "").inc()
     audit.flush_when_due(rt, backlog)
-    return post_form(sp.acs_url, "SAMLResponse", message, relay_state)
+    return post_form(sp.acs_url, "SAMLResponse", message, reply.relay_state)
 
 
 def _is_subject(provider: Provider, signed: SignedIn, ask: decision.Request) -> bool:
