@@ -230,13 +230,17 @@ def new_certificate(settings: Settings, org_slug: str, service: Service) -> Saml
 
 
 def deactivate_certificates(session: Session, service_id: str) -> list[str]:
-    """Deactivate every active certificate of a service; returns their ids."""
+    """Deactivate every active (and next) certificate of a service; returns their ids."""
     retired = session.scalars(
         update(SamlCertificate)
-        .where(SamlCertificate.service_id == service_id, SamlCertificate.is_active)
-        .values(is_active=False)
+        .where(
+            SamlCertificate.service_id == service_id,
+            SamlCertificate.is_active | SamlCertificate.is_next,
+        )
+        .values(is_active=False, is_next=False)
         .returning(SamlCertificate.id)
     )
+    session.flush()
     return list(retired)
 
 

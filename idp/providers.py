@@ -17,11 +17,14 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, select
+from sqlalchemy.orm import aliased
 
 from idp import keys
 from idp.domain.sso import AccessRules
 from idp.runtime import Runtime
 from idp.saml import IdpEndpoints, SigningKey, SpConfig, UserInfo
+from idp.saml.attributes import AttributeValue
+from idp.saml.config import AES256_GCM, AcsUrl
 from idp.store.models import (
     SLUG_PATTERN,
     Account,
@@ -53,7 +56,8 @@ class Provider:
     sp: SpConfig | None
     access: AccessRules
     enabled: bool
-    certificate: SamlCertificate | None
+    certificate: SamlCertificate | None  # the active one: it signs
+    next_certificate: SamlCertificate | None  # staged: in metadata, not signing yet
     updated_at: datetime | None
 
     @property
@@ -96,22 +100,22 @@ def find(rt: Runtime, org_slug: str, service_slug: str, version: int) -> Provide
 
 
 def _load(rt: Runtime, org_slug: str, service_slug: str) -> Provider | None:
-    """Read the organization, service, SAML config and active certificate in one query."""
+    """Read the organization, service, SAML config and active and next certificates in one
+    query."""
+    active, staged = aliased(SamlCertificate), aliased(SamlCertificate)
     query = (
-        select(Organization, Service, SamlConfig, SamlCertificate)
+        select(Organization, Service, SamlConfig, active, staged)
         .join(Service, Service.organization_id == Organization.id)
         .outerjoin(SamlConfig, SamlConfig.service_id == Service.id)
-        .outerjoin(
-            SamlCertificate,
-            and_(SamlCertificate.service_id == Service.id, SamlCertificate.is_active),
-        )
+        .outerjoin(active, and_(active.service_id == Service.id, active.is_active))
+        .outerjoin(staged, and_(staged.service_id == Service.id, staged.is_next))
         .where(Organization.slug == org_slug, Service.slug == service_slug)
     )
     with rt.db.read() as session:
         row = session.execute(query).first()
     if row is None:
         return None
-    org, service, config, certificate = row
+    org, service, config, certificate, next_certificate = row
     return Provider(
         org_id=org.id,
         org_slug=org.slug,
@@ -124,6 +128,7 @@ def _load(rt: Runtime, org_slug: str, service_slug: str) -> Provider | None:
         access=_access(config),
         enabled=bool(config and config.enabled),
         certificate=certificate,
+        next_certificate=next_certificate,
         updated_at=config.updated_at if config is not None else None,
     )
 
@@ -139,6 +144,17 @@ def _sp_config(config: SamlConfig) -> SpConfig:
         sp_certificate=config.sp_certificate,
         want_authn_requests_signed=config.want_authn_requests_signed,
         slo_url=config.slo_url,
+        acs_urls=tuple(
+            AcsUrl(entry["url"], entry["index"], bool(entry.get("is_default")))
+            for entry in config.acs_urls or ()
+        ),
+        encrypt_assertions=bool(config.encrypt_assertions),
+        encryption_certificate=config.sp_encryption_certificate,
+        content_encryption=config.content_encryption or AES256_GCM,
+        attribute_values=tuple(
+            AttributeValue(entry["name"], entry["value"], tuple(entry.get("groups") or ()))
+            for entry in config.attribute_values or ()
+        ),
     )
 
 

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from idp import audit, keys
 from idp.api.errors import ApiError
 from idp.api.openapi import COMPONENTS
+from idp.api.saml import resolve_settings
 from idp.api.validation import validate
 from idp.domain import organizations, saml_setup, services
 from idp.domain.errors import Conflict, DomainError, NotFound
@@ -229,9 +230,14 @@ def _saml(
     changes = []
     assert decl.saml is not None
     try:
-        done = saml_setup.configure(session, ACTOR, org, service, decl.saml, unless_same=True)
+        resolved = resolve_settings(decl.saml, settings)  # a preset, the SP's metadata
+        done = saml_setup.configure(session, ACTOR, org, service, resolved, unless_same=True)
     except DomainError as exc:
         raise _refused(path, f"{decl.key}.saml", exc) from None
+    except ApiError as exc:  # the merged settings break the API's rules
+        details = exc.details or {"body": exc.message}
+        problems = [(f"{decl.key}.saml.{name}", reason) for name, reason in details.items()]
+        raise FileError(path, problems) from None
     if done is not None:
         changes.append("SAML configured" if done == "created" else "SAML configuration updated")
     if saml_setup.active_certificate(session, service) is None:

@@ -51,6 +51,7 @@ class Settings:
     trusted_proxies: int
     provision_dir: Path | None
     metrics_token: str | None
+    metadata_refresh_s: int  # the longest wait between two reads of an SP's metadata URL
 
     @property
     def is_https(self) -> bool:
@@ -178,4 +179,5 @@ def load_settings(
         trusted_proxies=_parse(env, "IDP_TRUSTED_PROXIES", 0, _non_negative_int),
         provision_dir=_parse(env, "IDP_PROVISION_DIR", None, Path),
         metrics_token=_parse(env, "IDP_METRICS_TOKEN", None, _token),
+        metadata_refresh_s=_parse(env, "IDP_METADATA_REFRESH", 86400, _positive_int),
     )

@@ -226,7 +226,7 @@ def pysaml2_client(
     if sha256:
         service["signing_algorithm"] = c.SIG_RSA_SHA256
         service["digest_algorithm"] = "http://www.w3.org/2001/04/xmlenc#sha256"
-    metadata = idp_metadata(IDP, idp_cert(), sp.name_id_format, False).decode()
+    metadata = idp_metadata(IDP, [idp_cert()], sp.name_id_format, False).decode()
     settings: dict[str, Any] = {
         "entityid": sp.entity_id,
         "service": {"sp": service},

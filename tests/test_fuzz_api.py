@@ -87,11 +87,16 @@ PEM_CERTIFICATE = st.sampled_from(
     ]
 )
 
+RSA_PEM_CERTIFICATE = st.sampled_from(
+    [key_pair("sp")[1].decode(), key_pair("sp-other")[1].decode()]
+)
+
 for _name, _strategy in (
     ("absolute-uri", ABSOLUTE_URI),
     ("endpoint-url", ENDPOINT_URL),
     ("email", EMAIL),
     ("pem-certificate", PEM_CERTIFICATE),
+    ("rsa-pem-certificate", RSA_PEM_CERTIFICATE),
 ):
     schemathesis.openapi.format(_name, _strategy)
 
@@ -112,6 +117,24 @@ SAML_CONFIG = {
     "sign_assertions": True,
     "sign_response": False,
 }
+METADATA_SOURCES = ("sp_metadata", "sp_metadata_url")
+
+
+def saml_settings(body: dict[str, Any]) -> dict[str, Any]:
+    """A valid SAML configuration with the generated fields over it: no SP metadata (random
+    text and URLs are not metadata; metadata import has its own tests) and no preset (which
+    may leave out what only the tenant knows)."""
+    sent = {k: v for k, v in body.items() if k not in (*METADATA_SOURCES, "preset")}
+    settings = {**SAML_CONFIG, **sent}
+    if not settings.get("sp_certificate"):
+        settings["want_authn_requests_signed"] = False
+    if not settings.get("sp_encryption_certificate"):
+        settings["encrypt_assertions"] = False
+    if not settings["sign_assertions"]:
+        settings["sign_response"] = True
+    return settings
+
+
 MOSTLY = st.sampled_from([True, True, True, True, False])  # four times out of five
 STATUSES: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
 
@@ -172,6 +195,7 @@ class World:
         if not self.exists(f"{here}/saml/certificate"):
             self.call("PUT", f"{here}/saml", json=SAML_CONFIG)
             self.call("POST", f"{here}/saml/certificate")
+        self.ids["certificate_id"] = self.call("GET", f"{here}/saml/certificate")["id"]
         plans = self.call("GET", f"{here}/plans")
         if not any(p["plan"]["id"] == self.ids["plan_id"] for p in plans):
             self.ids["plan_id"] = self._plan(here)
@@ -238,6 +262,8 @@ class World:
             else value
             for name, value in case.body.items()
         }
+        if case.method == "PUT" and case.operation.path.endswith("/saml"):
+            body = saml_settings(body)
         if body != case.body:
             case.body = body
 
@@ -249,8 +275,8 @@ class World:
         if path.endswith("/users/{user_id}") and case.method in ("PATCH", "DELETE"):
             self.ids["user_id"] = ""  # deleted, or changed (email, disabled): make another
             self.dirty = True
-        elif case.method == "DELETE":
-            self.dirty = True
+        elif case.method == "DELETE" or path.endswith("/saml/certificate"):
+            self.dirty = True  # gone, or a new certificate retired the known one
         elif case.method == "POST" and path.endswith("/subscriptions"):
             self.ids["user_id"] = ""  # subscribed now
             self.dirty = True

@@ -51,6 +51,14 @@ ECHOED_DEFAULTS = {  # what getConfig echoes for the optional fields left out
     "allowed_groups": [],
     "require_subscription": False,
     "require_mfa": False,
+    "acs_urls": [],
+    "sp_encryption_certificate": None,
+    "encrypt_assertions": False,
+    "attribute_values": [],
+    "preset": None,
+    "sp_metadata_url": None,
+    "metadata_refreshed_at": None,
+    "metadata_error": None,
 }
 
 
@@ -129,7 +137,8 @@ def test_configure_takes_the_optional_fields_and_replaces_the_whole_config(
         require_mfa=True,
     )
     saml.configure(target.org, target.svc, extended)
-    assert saml.get_config(target.org, target.svc) == {**extended, "has_certificate": False}
+    echoed = {**ECHOED_DEFAULTS, **extended, "has_certificate": False}
+    assert saml.get_config(target.org, target.svc) == echoed
 
     saml.configure(target.org, target.svc, sp_config(attribute_mapping={}))
     config = saml.get_config(target.org, target.svc)
@@ -202,7 +211,7 @@ def test_get_certificate_without_an_active_one_is_not_found(configured: SamlServ
 def test_generate_certificate(server: Server, configured: SamlService) -> None:
     saml, org, svc = configured.sso.services.saml, configured.org, configured.svc
     cert = saml.generate_certificate(org, svc)
-    assert set(cert) == {"id", "public_key", "valid_from", "valid_until", "is_active"}
+    assert set(cert) == {"id", "public_key", "valid_from", "valid_until", "is_active", "status"}
     assert cert["is_active"] is True
     assert saml.get_certificate(org, svc) == cert
     assert saml.get_config(org, svc)["has_certificate"] is True

@@ -49,6 +49,7 @@ class Operation:
     body: str | None
     query: tuple[dict[str, Any], ...]
     public: bool
+    body_optional: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -64,12 +65,14 @@ def operation(
     ok: int = 200,
     response: dict[str, Any] | None = None,
     body: str | None = None,
+    body_optional: bool = False,
     query: tuple[dict[str, Any], ...] = (),
     public: bool = False,
 ) -> Callable[[View], View]:
     """Register a JSON route: authenticate, validate the body against a component, document.
 
-    The view receives the validated body as ``payload`` when ``body`` names a schema.
+    The view receives the validated body as ``payload`` when ``body`` names a schema (``{}``
+    for no body at all when ``body_optional``).
     """
 
     def decorate(view: View) -> View:
@@ -81,12 +84,24 @@ def operation(
                 raise not_found("No resource has a name with a NUL character")
             _check_query_names(query)
             if body is not None:
-                kwargs["payload"] = validate(_json_body(), COMPONENTS[body])
+                given = {} if body_optional and not request.get_data() else _json_body()
+                kwargs["payload"] = validate(given, COMPONENTS[body])
             return view(**kwargs)
 
         blueprint.add_url_rule(path, view_func=handler, methods=[method])
         OPERATIONS.append(
-            Operation(method, path, summary, blueprint.name, ok, response, body, query, public)
+            Operation(
+                method,
+                path,
+                summary,
+                blueprint.name,
+                ok,
+                response,
+                body,
+                query,
+                public,
+                body_optional,
+            )
         )
         return handler
 
@@ -144,7 +159,7 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
     }
     if op.body is not None:
         doc["requestBody"] = {
-            "required": True,
+            "required": not op.body_optional,
             "content": {"application/json": {"schema": ref(op.body)}},
         }
     if op.public:

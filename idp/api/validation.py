@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import string
 import unicodedata
@@ -12,13 +11,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError
 
 from idp.api.errors import ApiError, invalid
+from idp.saml.urls import endpoint_url_problem
 
 FORMATS = FormatChecker(formats=())
-LOOPBACK_NAMES = ("localhost",)
 ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-")
 MAX_EMAIL_LENGTH = 320
 MAX_LOCAL_LENGTH = 64
@@ -41,31 +41,13 @@ def check_absolute_uri(value: object) -> bool:
     return True
 
 
-def is_loopback(host: str) -> bool:
-    """localhost, 127.0.0.0/8 or ::1."""
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_endpoint_url(value: object) -> bool:
     """An absolute https URL; plain http only for loopback hosts."""
     if not isinstance(value, str):
         return True
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-    except ValueError:
-        raise ValueError("must be an absolute https URL") from None
-    if parts.scheme not in ("http", "https") or not host or parts.fragment:
-        raise ValueError("must be an absolute https URL")
-    if any(c.isspace() for c in value):
-        raise ValueError("must not contain spaces")
-    if parts.scheme == "http" and not is_loopback(host):
-        raise ValueError("must use https (plain http is allowed only for localhost)")
+    problem = endpoint_url_problem(value)
+    if problem:
+        raise ValueError(problem)
     return True
 
 
@@ -77,6 +59,16 @@ def check_pem_certificate(value: object) -> bool:
         x509.load_pem_x509_certificate(value.encode())
     except ValueError:
         raise ValueError("must be a PEM-encoded X.509 certificate") from None
+    return True
+
+
+def check_rsa_pem_certificate(value: object) -> bool:
+    """A PEM-encoded X.509 certificate of an RSA key (to encrypt to, with RSA-OAEP)."""
+    if not isinstance(value, str) or not check_pem_certificate(value):
+        return True
+    key = x509.load_pem_x509_certificate(value.encode()).public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError("must be the certificate of an RSA key (RSA-OAEP key transport)")
     return True
 
 
@@ -126,6 +118,7 @@ for _name, _check in (
     ("absolute-uri", check_absolute_uri),
     ("endpoint-url", check_endpoint_url),
     ("pem-certificate", check_pem_certificate),
+    ("rsa-pem-certificate", check_rsa_pem_certificate),
     ("email", check_email),
 ):
     FORMATS.checks(_name, raises=ValueError)(_check)
@@ -171,6 +164,14 @@ def _pattern(
 
 
 Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
+
+
+def _first_alternative(error: ValidationError) -> list[ValidationError]:
+    """An unmet ``anyOf`` as what its first alternative (the common case) lacks, field by
+    field; any other error as itself."""
+    if error.validator != "anyOf" or not error.context:
+        return [error]
+    return [e for e in error.context if e.relative_schema_path[0] == 0] or [error]
 
 
 def _reason(error: ValidationError) -> str:
@@ -262,9 +263,8 @@ def validate(payload: Any, schema: dict[str, Any]) -> dict[str, Any]:
     check_depth(payload)
     validator = Validator(schema, format_checker=FORMATS)
     details: dict[str, str] = {}
-    for error in sorted(
-        validator.iter_errors(payload), key=lambda e: [str(p) for p in e.absolute_path]
-    ):
+    errors = [e for error in validator.iter_errors(payload) for e in _first_alternative(error)]
+    for error in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path]):
         field, reason = _field(error)
         details.setdefault(field, reason)
     if details:

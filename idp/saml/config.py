@@ -43,21 +43,25 @@ class SpConfig:
     content_encryption: str = AES256_GCM  # AES128_GCM when the SP lists only that
     attribute_values: tuple[AttributeValue, ...] = ()  # constants, and values per group
 
-    def endpoints(self) -> tuple[AcsUrl, ...]:
-        """Every ACS the SP may name (the default ``acs_url`` alone when none is listed)."""
-        return self.acs_urls or (AcsUrl(self.acs_url, 0, True),)
-
     def acs_for(self, url: str | None, index: int | None) -> str | None:
-        """The ACS a request names by URL and/or index (exact match only), the default one when
-        it names none; None when it names one the SP does not have, or two different ones."""
+        """The ACS a request names by URL and/or index (exact match only; the first listed
+        wins), or the default one when it names none; None when the SP has no such ACS.
+
+        The default ``acs_url`` can always be named by its URL; an index names only a listed
+        ACS (the default one has index 0 when none is listed)."""
         if url is None and index is None:
             return self.acs_url
-        found = {
-            endpoint.url
-            for endpoint in self.endpoints()
-            if url in (None, endpoint.url) and index in (None, endpoint.index)
-        }
-        return found.pop() if len(found) == 1 else None
+        listed = self.acs_urls or (AcsUrl(self.acs_url, 0, True),)
+        if index is None and url == self.acs_url:
+            return url
+        return next(
+            (
+                endpoint.url
+                for endpoint in listed
+                if url in (None, endpoint.url) and index in (None, endpoint.index)
+            ),
+            None,
+        )
 
     def __post_init__(self) -> None:
         if self.name_id_format not in NAMEID_FORMATS:

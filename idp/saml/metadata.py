@@ -38,15 +38,17 @@ class IdpEndpoints:
 
 def idp_metadata(
     endpoints: IdpEndpoints,
-    certificate_pem: str,
+    certificates_pem: list[str],
     name_id_format: str,
     want_authn_requests_signed: bool,
 ) -> bytes:
     """The EntityDescriptor (UTF-8 XML) an SP loads to trust this IdP.
 
-    It lists the signing certificate, the one NameID format the service is configured to
-    issue, the SSO and SLO endpoints for the HTTP-Redirect and HTTP-POST bindings, and, as an
-    entity attribute, the authentication context classes it asserts (REFEDS MFA included).
+    It lists the signing certificates (the active one, then the next one of a staged
+    rollover, so SPs that reread metadata trust it before it signs), the one NameID format
+    the service is configured to issue, the SSO and SLO endpoints for the HTTP-Redirect and
+    HTTP-POST bindings, and, as an entity attribute, the authentication context classes it
+    asserts (REFEDS MFA included).
     """
     nsmap = {"md": MD, "ds": DS_NS, "mdattr": MDATTR, "saml": SAML_NS}
     entity = etree.Element(_md("EntityDescriptor"), nsmap=nsmap)
@@ -55,10 +57,11 @@ def idp_metadata(
     idp = etree.SubElement(entity, _md("IDPSSODescriptor"))
     idp.set("protocolSupportEnumeration", SAMLP_NS)
     idp.set("WantAuthnRequestsSigned", "true" if want_authn_requests_signed else "false")
-    key = etree.SubElement(idp, _md("KeyDescriptor"), use="signing")
-    key_info = etree.SubElement(key, _ds("KeyInfo"))
-    x509_data = etree.SubElement(key_info, _ds("X509Data"))
-    etree.SubElement(x509_data, _ds("X509Certificate")).text = _der_base64(certificate_pem)
+    for certificate_pem in certificates_pem:
+        key = etree.SubElement(idp, _md("KeyDescriptor"), use="signing")
+        key_info = etree.SubElement(key, _ds("KeyInfo"))
+        x509_data = etree.SubElement(key_info, _ds("X509Data"))
+        etree.SubElement(x509_data, _ds("X509Certificate")).text = _der_base64(certificate_pem)
     for binding in BINDINGS:
         etree.SubElement(
             idp, _md("SingleLogoutService"), Binding=binding, Location=endpoints.slo_url

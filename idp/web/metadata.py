@@ -31,9 +31,13 @@ def metadata(org: str, svc: str) -> Response:
         return _not_found("SAML is disabled for this service.")
     if provider.certificate is None:
         return _not_found("This service has no active signing certificate yet.")
+    published = [
+        provider.certificate,
+        *([provider.next_certificate] if provider.next_certificate else []),
+    ]
     document = idp_metadata(
         provider.endpoints,
-        provider.certificate.certificate_pem,
+        [certificate.certificate_pem for certificate in published],
         provider.sp.name_id_format,
         provider.sp.want_authn_requests_signed,
     )
