@@ -14,7 +14,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from idp import api, logs, metrics, web
+from idp import api, logs, metadata_refresh, metrics, web
 from idp.api.errors import ApiError, bad_request
 from idp.auth import Passwords
 from idp.files import owner_only
@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
     api.register(app)
     web.register(app)
+    app.before_request(lambda: metadata_refresh.start(rt))  # once per (forked) process
     _register_health(app)
     _register_errors(app)
     return app

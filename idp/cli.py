@@ -294,6 +294,23 @@ def rotate_secret() -> None:
     )
 
 
+@main.command("refresh-metadata")
+@click.option("--all", "every", is_flag=True, help="Every SP metadata URL, due or not.")
+def refresh_metadata(every: bool) -> None:
+    """Read the SP metadata URLs that are due again now (what servers do in the background)."""
+    from idp.app import build_runtime
+    from idp.metadata_refresh import refresh
+
+    rt = build_runtime(_settings())
+    try:
+        outcomes = refresh(rt, every=every)
+    finally:
+        rt.db.dispose()
+    for scope, outcome in outcomes:
+        click.echo(f"{scope}: {outcome}")
+    click.echo(f"idp: read {len(outcomes)} SP metadata URL(s)")
+
+
 @main.command()
 def check() -> None:
     """Check the configuration, that the database and Redis answer, and certificate expiry.
@@ -332,7 +349,7 @@ def _check_certificates(db: Database) -> int:
 
     Returns 1 when they cannot be read (schema not migrated), else 0.
     """
-    from idp.keys import active_certificate_expiry
+    from idp.keys import active_certificate_expiry, rollover_due
 
     try:
         with db.read() as session:
@@ -342,12 +359,18 @@ def _check_certificates(db: Database) -> int:
         return 1
     now = datetime.now(UTC)
     expiring = 0
-    for org, svc, valid_until in certificates:
+    for org, svc, valid_until, has_next in certificates:
         days = (valid_until - now).total_seconds() / 86400
-        if days < CERT_WARNING_DAYS:
-            expiring += 1
-            when = f"expired {-days:.0f} days ago" if days < 0 else f"expires in {days:.0f} days"
-            click.echo(f"certificate {org}/{svc}: WARNING {when} ({valid_until:%Y-%m-%d})")
+        if days >= CERT_WARNING_DAYS:
+            continue
+        expiring += 1
+        when = f"expired {-days:.0f} days ago" if days < 0 else f"expires in {days:.0f} days"
+        if has_next:
+            click.echo(f"certificate {org}/{svc}: {when}; the next one is staged: activate it")
+        else:
+            advice = "stage the next one" if rollover_due(days, has_next) else "plan a rollover"
+            expiry = f"{when} ({valid_until:%Y-%m-%d})"
+            click.echo(f"certificate {org}/{svc}: WARNING {expiry}; {advice}")
     if not expiring:
         click.echo(
             f"certificates: ok ({len(certificates)} active, none expires within "

@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from idp.saml.signing import SigningKey
 from idp.settings import Settings
@@ -52,6 +52,7 @@ PUBLIC_EXPONENT = 65537
 SIGNING_KEY_CACHE_SIZE = 1024
 NAMEID_KEY = "nameid"  # the instance secret persistent NameIDs are derived with
 INSTANCE_SECRET_BYTES = 32
+ROLLOVER_DUE_DAYS = 30  # stage the next certificate before the active one gets this close
 
 
 class KeyDecryptionError(Exception):
@@ -284,16 +285,28 @@ def signing_key(certificate: StoredCertificate, settings: Settings) -> SigningKe
     return key
 
 
-def active_certificate_expiry(session: Session) -> list[tuple[str, str, datetime]]:
-    """(organization slug, service slug, valid_until) of every active signing certificate."""
+def active_certificate_expiry(session: Session) -> list[tuple[str, str, datetime, bool]]:
+    """(organization slug, service slug, valid_until, whether a next one is staged) of every
+    active signing certificate, soonest expiry first."""
+    staged = aliased(SamlCertificate)
     query = (
-        select(Organization.slug, Service.slug, SamlCertificate.valid_until)
+        select(Organization.slug, Service.slug, SamlCertificate.valid_until, staged.id)
         .join(Service, Service.id == SamlCertificate.service_id)
         .join(Organization, Organization.id == Service.organization_id)
+        .outerjoin(staged, and_(staged.service_id == Service.id, staged.is_next))
         .where(SamlCertificate.is_active)
         .order_by(SamlCertificate.valid_until)
     )
-    return [(org, svc, valid_until) for org, svc, valid_until in session.execute(query)]
+    return [
+        (org, svc, valid_until, next_id is not None)
+        for org, svc, valid_until, next_id in session.execute(query)
+    ]
+
+
+def rollover_due(days_left: float, has_next: bool) -> bool:
+    """True when the active certificate expires within ROLLOVER_DUE_DAYS and no next one is
+    staged to take over."""
+    return days_left < ROLLOVER_DUE_DAYS and not has_next
 
 
 def fingerprint(certificate_pem: str) -> str:

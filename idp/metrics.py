@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
 from idp import keys
+from idp.domain import saml_setup
 from idp.hooks import MULTIPROC_ENV
 from idp.runtime import Runtime
 
@@ -47,6 +48,11 @@ MFA_OUTCOMES = Counter(
     "Second factors by factor (totp, recovery_code, passkey, code, any) and result (success, "
     "failure, throttled, enrolled, enrol_failure)",
     ["factor", "result"],
+)
+METADATA_REFRESHES = Counter(
+    "idp_metadata_refresh_total",
+    "Reads of SP metadata URLs in the background by outcome (updated, unchanged, failure)",
+    ["result"],
 )
 REQUEST_SECONDS = Histogram(
     "idp_request_duration_seconds",
@@ -81,24 +87,43 @@ class StateCollector(Collector):
         with contextlib.suppress(redis.RedisError):
             yield self._sessions()
         with contextlib.suppress(SQLAlchemyError):
-            yield self._certificate_expiry()
+            yield from self._certificates()
+        with contextlib.suppress(SQLAlchemyError):
+            yield self._metadata_errors()
 
     def _sessions(self) -> GaugeMetricFamily:
         sessions = GaugeMetricFamily("idp_active_sessions", "Live IdP sessions in Redis")
         sessions.add_metric([], self.rt.store.active_sessions())
         return sessions
 
-    def _certificate_expiry(self) -> GaugeMetricFamily:
+    def _certificates(self) -> Iterator[GaugeMetricFamily]:
         expiry = GaugeMetricFamily(
             "idp_certificate_expiry_days",
             "Days until the active signing certificate of a service expires",
             labels=["org", "service"],
         )
+        due = GaugeMetricFamily(
+            "idp_certificate_rollover_due",
+            f"1 when the active signing certificate expires within {keys.ROLLOVER_DUE_DAYS} "
+            "days and no next one is staged",
+            labels=["org", "service"],
+        )
         now = datetime.now(UTC)
         with self.rt.db.read() as session:
-            for org, svc, valid_until in keys.active_certificate_expiry(session):
-                expiry.add_metric([org, svc], (valid_until - now).total_seconds() / 86400)
-        return expiry
+            for org, svc, valid_until, has_next in keys.active_certificate_expiry(session):
+                days = (valid_until - now).total_seconds() / 86400
+                expiry.add_metric([org, svc], days)
+                due.add_metric([org, svc], int(keys.rollover_due(days, has_next)))
+        yield expiry
+        yield due
+
+    def _metadata_errors(self) -> GaugeMetricFamily:
+        errors = GaugeMetricFamily(
+            "idp_metadata_errors", "Services whose last read of their SP metadata URL failed"
+        )
+        with self.rt.db.read() as session:
+            errors.add_metric([], saml_setup.metadata_error_count(session))
+        return errors
 
 
 def _route_group() -> str:

@@ -7,12 +7,13 @@ racing. Callers announce each committed change to every worker's SSO cache.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from idp import audit, keys
@@ -179,6 +180,23 @@ def _store_sources(config: SamlConfig, resolved: Resolved) -> None:
     config.metadata_error = None
 
 
+def metadata_read(
+    session: Session, svc: Service, read_at: datetime | None, next_at: datetime | None
+) -> None:
+    """Note a good read of the SP's metadata URL that changed nothing."""
+    config = locked_config(session, svc)
+    if config is not None:
+        config.metadata_refreshed_at, config.metadata_next_refresh_at = read_at, next_at
+        config.metadata_error = None
+
+
+def metadata_failed(session: Session, svc: Service, reason: str, retry_at: datetime) -> None:
+    """Note a failed read of the SP's metadata URL: the configuration stays as it was."""
+    config = locked_config(session, svc)
+    if config is not None:
+        config.metadata_error, config.metadata_next_refresh_at = reason[:2000], retry_at
+
+
 def remove(session: Session, actor: audit.Actor, org: Organization, svc: Service) -> None:
     """Delete the configuration and deactivate every certificate (they stay, for the record);
     records saml.delete. NotFound when the service has none."""
@@ -337,6 +355,12 @@ def _record_certificate(
         before=before,
         after=after,
     )
+
+
+def metadata_error_count(session: Session) -> int:
+    """How many services' last read of their SP metadata URL failed."""
+    query = select(func.count()).where(SamlConfig.metadata_error.is_not(None))
+    return int(session.scalar(query) or 0)
 
 
 def not_configured(svc: Service) -> NotFound:
