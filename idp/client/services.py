@@ -98,9 +98,20 @@ class Saml:
         """Remove the configuration and deactivate every certificate; returns {message}."""
         return self._http.object("DELETE", _service(org, svc, "saml"))
 
-    def generate_certificate(self, org: str, svc: str) -> Json:
-        """A new active signing certificate (older ones are deactivated)."""
-        return self._http.object("POST", _service(org, svc, "saml", "certificate"))
+    def generate_certificate(self, org: str, svc: str, *, activate: bool = True) -> Json:
+        """A new active signing certificate (older ones are deactivated); with
+        ``activate=False`` the next one, published in metadata but not signing yet."""
+        body = None if activate else {"activate": False}
+        return self._http.object("POST", _service(org, svc, "saml", "certificate"), body=body)
+
+    def activate_certificate(self, org: str, svc: str, certificate_id: str) -> Json:
+        """Make the next certificate the active one (the old one is deactivated)."""
+        path = _service(org, svc, "saml", "certificate", certificate_id, "activate")
+        return self._http.object("POST", path)
+
+    def list_certificates(self, org: str, svc: str) -> Json:
+        """{certificates: [SamlCertificate with status active/next/inactive]}, newest first."""
+        return self._http.object("GET", _service(org, svc, "saml", "certificates"))
 
     def get_certificate(self, org: str, svc: str) -> Json:
         """The active SamlCertificate."""
