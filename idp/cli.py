@@ -23,6 +23,7 @@ from idp.store.db import Database
 
 ORG_OPTIONS = {"slug": "--org", "name": "--org-name"}
 CERT_WARNING_DAYS = 60
+REFRESH_WAIT_S = 60  # how long refresh-metadata waits for a background refresh to finish
 
 
 def _settings(**kwargs: Any) -> Settings:
@@ -303,9 +304,12 @@ def refresh_metadata(every: bool) -> None:
 
     rt = build_runtime(_settings())
     try:
-        outcomes = refresh(rt, every=every)
+        outcomes = refresh(rt, every=every, wait_s=REFRESH_WAIT_S)
     finally:
         rt.db.dispose()
+    if outcomes is None:
+        click.echo("idp: another process is reading SP metadata; try again in a minute")
+        sys.exit(1)
     for scope, outcome in outcomes:
         click.echo(f"{scope}: {outcome}")
     click.echo(f"idp: read {len(outcomes)} SP metadata URL(s)")

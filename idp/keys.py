@@ -17,9 +17,10 @@ import binascii
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
@@ -36,6 +37,7 @@ from idp.saml.signing import SigningKey
 from idp.settings import Settings
 from idp.store.db import Database
 from idp.store.models import (
+    IdentityProvider,
     InstanceSecret,
     Organization,
     SamlCertificate,
@@ -130,6 +132,17 @@ def decrypt_totp_secret(account_id: str, stored: str, settings: Settings) -> str
     return _open(stored, _totp_data(account_id), settings, what).decode()
 
 
+def encrypt_client_secret(provider_id: str, client_secret: str, secret: bytes) -> str:
+    """Encrypt an upstream OpenID Provider's client secret for its row."""
+    return _seal(client_secret.encode(), _client_secret_data(provider_id), secret)
+
+
+def decrypt_client_secret(provider_id: str, stored: str, settings: Settings) -> str:
+    """An upstream OpenID Provider's client secret, from its encrypted form."""
+    what = f"client secret of identity provider {provider_id}"
+    return _open(stored, _client_secret_data(provider_id), settings, what).decode()
+
+
 @dataclass(frozen=True)
 class Rotation:
     """What ``rotate_secret`` did: rows re-encrypted, rows already under IDP_SECRET_KEY."""
@@ -139,7 +152,8 @@ class Rotation:
 
 
 def rotate_secret(session: Session, settings: Settings) -> Rotation:
-    """Re-encrypt every stored private key, instance secret and TOTP seed under IDP_SECRET_KEY.
+    """Re-encrypt every stored private key, instance secret, TOTP seed and OpenID client secret
+    under IDP_SECRET_KEY.
 
     Every row is decrypted first (with IDP_SECRET_KEY or IDP_SECRET_KEY_PREVIOUS); when any
     does not decrypt, KeyDecryptionError names each such row and nothing is changed. Rows
@@ -148,38 +162,20 @@ def rotate_secret(session: Session, settings: Settings) -> Rotation:
     current = f"{FORMAT}.{key_id(settings.secret_key)}."
     rows = 0
     problems: list[str] = []
-    Row = SamlCertificate | InstanceSecret | TotpFactor
-    updates: list[tuple[Row, str, str]] = []  # row, column, value
-    for certificate in session.scalars(select(SamlCertificate).with_for_update()):
-        rows += 1
-        try:
-            pem = decrypt_private_key(certificate, settings)
-        except KeyDecryptionError as exc:
-            problems.append(str(exc))
-            continue
-        if not certificate.private_key_encrypted.startswith(current):
-            value = encrypt_private_key(pem, certificate, settings.secret_key)
-            updates.append((certificate, "private_key_encrypted", value))
-    for stored in session.scalars(select(InstanceSecret).with_for_update()):
-        rows += 1
-        try:
-            plaintext = _open_secret(stored, settings)
-        except KeyDecryptionError as exc:
-            problems.append(str(exc))
-            continue
-        if not stored.value_encrypted.startswith(current):
-            value = _seal(plaintext, _secret_data(stored.name), settings.secret_key)
-            updates.append((stored, "value_encrypted", value))
-    for factor in session.scalars(select(TotpFactor).with_for_update()):
-        rows += 1
-        try:
-            seed = decrypt_totp_secret(factor.account_id, factor.secret_encrypted, settings)
-        except KeyDecryptionError as exc:
-            problems.append(str(exc))
-            continue
-        if not factor.secret_encrypted.startswith(current):
-            value = encrypt_totp_secret(factor.account_id, seed, settings.secret_key)
-            updates.append((factor, "secret_encrypted", value))
+    updates: list[tuple[Any, str, str]] = []  # row, column, value
+    for sealed in SEALED:
+        column = getattr(sealed.model, sealed.column)
+        query = select(sealed.model).where(column.is_not(None)).with_for_update()
+        for row in session.scalars(query):
+            rows += 1
+            stored, data = getattr(row, sealed.column), sealed.associated_data(row)
+            try:
+                plaintext = _open(stored, data, settings, sealed.what(row))
+            except KeyDecryptionError as exc:
+                problems.append(str(exc))
+                continue
+            if not stored.startswith(current):
+                updates.append((row, sealed.column, _seal(plaintext, data, settings.secret_key)))
     if problems:
         raise KeyDecryptionError("\n".join(problems))
     for row, column, value in updates:
@@ -336,6 +332,10 @@ def _secret_data(name: str) -> bytes:
     return f"{FORMAT}\ninstance secret\n{name}".encode()
 
 
+def _client_secret_data(provider_id: str) -> bytes:
+    return f"{FORMAT}\noidc client secret\n{provider_id}".encode()
+
+
 def _totp_data(account_id: str) -> bytes:
     return f"{FORMAT}\ntotp seed\n{account_id}".encode()
 
@@ -370,3 +370,39 @@ def _open(stored: str, associated_data: bytes, settings: Settings, what: str) ->
         raise KeyDecryptionError(
             f"{what}: the stored key is damaged or belongs to another row"
         ) from None
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A column holding values encrypted with ``_seal``: what binds each to its row, and how
+    to name the row in an error."""
+
+    model: Any
+    column: str
+    associated_data: Callable[[Any], bytes]
+    what: Callable[[Any], str]
+
+
+SEALED = (
+    Sealed(
+        SamlCertificate, "private_key_encrypted", _associated_data, lambda r: f"certificate {r.id}"
+    ),
+    Sealed(
+        InstanceSecret,
+        "value_encrypted",
+        lambda r: _secret_data(r.name),
+        lambda r: f"secret '{r.name}'",
+    ),
+    Sealed(
+        TotpFactor,
+        "secret_encrypted",
+        lambda r: _totp_data(r.account_id),
+        lambda r: f"TOTP seed of account {r.account_id}",
+    ),
+    Sealed(
+        IdentityProvider,
+        "client_secret_encrypted",
+        lambda r: _client_secret_data(r.id),
+        lambda r: f"client secret of identity provider {r.id}",
+    ),
+)

@@ -38,13 +38,15 @@ _started_in: int | None = None  # the pid of the process whose refresher runs
 _start_lock = threading.Lock()
 
 
-def refresh(rt: Runtime, *, every: bool = False) -> list[tuple[str, str]]:
+def refresh(rt: Runtime, *, every: bool = False, wait_s: float = 0) -> list[tuple[str, str]] | None:
     """Read the metadata of every service that is due (``every``: of every service with a
-    metadata URL); returns ("org/svc", outcome) pairs. Nothing when another process holds the
-    lock."""
-    lock = rt.store.redis.lock(LOCK, timeout=LOCK_TIMEOUT_S, blocking=False)
+    metadata URL); returns ("org/svc", outcome) pairs, or None when another process held the
+    lock for longer than ``wait_s``."""
+    lock = rt.store.redis.lock(
+        LOCK, timeout=LOCK_TIMEOUT_S, blocking=wait_s > 0, blocking_timeout=wait_s or None
+    )
     if not lock.acquire():
-        return []
+        return None
     try:
         return [(scope, _refresh_one(rt, service_id)) for scope, service_id in _due(rt, every)]
     finally:
@@ -81,9 +83,7 @@ def _refresh_one(rt: Runtime, service_id: str) -> str:
         org = session.get(Organization, service.organization_id) if service else None
         if service is None or org is None or session.get(SamlConfig, service_id) is None:
             return UNCHANGED  # deleted meanwhile
-        changed = saml_setup.configure(
-            session, audit.IDP, org, service, resolved, unless_same=True
-        )
+        changed = saml_setup.configure(session, audit.IDP, org, service, resolved, unless_same=True)
         if changed is None:
             read_at, next_at = resolved.refreshed_at, resolved.next_refresh_at
             saml_setup.metadata_read(session, service, read_at, next_at)

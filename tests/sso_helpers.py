@@ -280,11 +280,12 @@ def onelogin_request(
 
 
 def onelogin_response(
-    service: SamlService, message: PostedMessage, certificate: str | None = None
+    service: SamlService, message: PostedMessage, certificate: str | None = None, **security: Any
 ) -> tuple[OneLogin_Saml2_Response, dict[str, Any]]:
-    """A python3-saml Response for a posted SAMLResponse, and the ACS request it arrived at."""
+    """A python3-saml Response for a posted SAMLResponse, and the ACS request it arrived at
+    (``security`` overrides the SP's security settings)."""
     request = onelogin_request(service.config["acs_url"], post={"SAMLResponse": message.value})
-    settings = OneLogin_Saml2_Settings(service.onelogin_settings(certificate))
+    settings = OneLogin_Saml2_Settings(service.onelogin_settings(certificate, **security))
     return OneLogin_Saml2_Response(settings, message.value), request
 
 
@@ -293,9 +294,10 @@ def onelogin_accepts(
     message: PostedMessage,
     request_id: str | None,
     certificate: str | None = None,
+    **security: Any,
 ) -> OneLogin_Saml2_Response:
     """Validate a posted SAMLResponse the way a strict python3-saml SP does; assert it is valid."""
-    response, request = onelogin_response(service, message, certificate)
+    response, request = onelogin_response(service, message, certificate, **security)
     valid = response.is_valid(request, request_id=request_id, raise_exceptions=False)
     assert valid, response.get_error()
     return response

@@ -75,11 +75,13 @@ def create_person(
     email: str | None = None,
     password: str | None = None,
     groups: list[str] | None = None,
+    **profile: str,
 ) -> Person:
-    """An account created through the API (unlike conftest.add_user, not logged in there)."""
+    """An account created through the API (unlike conftest.add_user, not logged in there);
+    ``profile`` adds fields such as name, given_name and family_name."""
     email = email or f"{unique_slug('person')}@example.test"
     password = password or f"pw-{unique_slug('secret')}"
-    body: dict[str, Any] = {"email": email, "password": password, "role": "member"}
+    body: dict[str, Any] = {"email": email, "password": password, "role": "member", **profile}
     if groups is not None:
         body["groups"] = groups
     response = server.api("POST", f"/organizations/{org}/users", token, json=body)

@@ -4,6 +4,7 @@ against a real (migrated) SQLite database, without the HTTP layer."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy import select
 
 from idp import audit
 from idp.auth import PERMISSIONS
-from idp.domain import api_keys, plans, saml_setup, services, subscriptions
+from idp.domain import api_keys, plans, saml_setup, services, sp_sources, subscriptions
 from idp.domain.errors import Conflict, Invalid, LimitReached, NotFound
 from idp.store.db import Database
 from idp.store.models import Account, Event, Organization, Service
@@ -61,8 +62,9 @@ def add_plan(db: Database, org: Organization, svc: Service, name: str = "pro") -
         return plan.id
 
 
-def saml_fields(**extra: Any) -> dict[str, Any]:
-    return {
+def saml_fields(**extra: Any) -> sp_sources.Resolved:
+    """Settings sent by hand (no preset, no SP metadata), resolved as the API does."""
+    sent = {
         "enabled": True,
         "entity_id": "https://sp.example.com",
         "acs_url": "https://sp.example.com/acs",
@@ -72,6 +74,11 @@ def saml_fields(**extra: Any) -> dict[str, Any]:
         "sign_response": False,
         **extra,
     }
+    return sp_sources.resolve(sent, datetime.now(UTC), no_fetch, timedelta(days=1))
+
+
+def no_fetch(url: str) -> bytes:
+    raise AssertionError(f"nothing is fetched without a metadata URL: {url}")
 
 
 def test_slug_taken_and_service_limit(db: Database) -> None:

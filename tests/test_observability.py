@@ -22,7 +22,7 @@ from conftest import (
     start_server,
     stop_server,
 )
-from prometheus_client.parser import text_string_to_metric_families
+from metrics_helpers import scrape, value
 from sso_helpers import (
     Browser,
     SamlService,
@@ -103,25 +103,6 @@ def traffic(server: Server, owner: Account) -> Traffic:
             "private key": "PRIVATE KEY",
         },
     )
-
-
-def scrape(server: Server) -> dict[str, list[Any]]:
-    """Every sample of /metrics by sample name (a fresh connection: any worker answers)."""
-    response = requests.get(f"{server.url}/metrics", timeout=10)
-    assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/plain")
-    samples: dict[str, list[Any]] = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append(sample)
-    return samples
-
-
-def value(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
-    """The value of the sample with exactly these labels (0 when absent)."""
-    found = [s.value for s in samples.get(name, []) if s.labels == labels]
-    assert len(found) <= 1
-    return float(found[0]) if found else 0.0
 
 
 # -- metrics -----------------------------------------------------------------------------------

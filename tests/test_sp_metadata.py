@@ -7,7 +7,6 @@ fetcher runs against a local http.server (plain http is allowed to loopback host
 
 from __future__ import annotations
 
-import base64
 import gzip
 import threading
 import time
@@ -19,14 +18,23 @@ from typing import Any, ClassVar
 
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from onelogin.saml2.metadata import OneLogin_Saml2_Metadata
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from saml2 import BINDING_HTTP_ARTIFACT, BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
-from saml2.config import SPConfig as Pysaml2SpConfig
 from saml2.metadata import create_metadata_string
 from saml_core_helpers import IDP, idp_cert, key_pair
+from sp_metadata_helpers import (
+    GCM128,
+    GCM256,
+    MD,
+    OAEP,
+    ONELOGIN_SP,
+    PYSAML2_ENDPOINTS,
+    SOAP,
+    der_b64,
+    onelogin_metadata,
+    pem,
+    pysaml2_config,
+)
 
 from idp.metadata_fetch import fetch_metadata
 from idp.saml import constants as c
@@ -41,28 +49,8 @@ from idp.saml.sp_metadata import (
 )
 
 NOW = datetime.now(UTC)
-MD = "urn:oasis:names:tc:SAML:2.0:metadata"
-SOAP = "urn:oasis:names:tc:SAML:2.0:bindings:SOAP"
 SIMPLE_SIGN = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST-SimpleSign"
 PAOS = "urn:oasis:names:tc:SAML:2.0:bindings:PAOS"
-GCM128 = "http://www.w3.org/2009/xmlenc11#aes128-gcm"
-GCM256 = "http://www.w3.org/2009/xmlenc11#aes256-gcm"
-OAEP = "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"
-
-
-def pem(name: str) -> str:
-    """The certificate of test key ``name``, as canonical PEM."""
-    return key_pair(name)[1].decode()
-
-
-def der_b64(name: str, wrap: int = 0) -> str:
-    """The certificate of ``name`` as an X509Certificate's text, optionally wrapped."""
-    certificate = x509.load_pem_x509_certificate(key_pair(name)[1])
-    text = base64.b64encode(certificate.public_bytes(Encoding.DER)).decode()
-    if not wrap:
-        return text
-    lines = [text[i : i + wrap] for i in range(0, len(text), wrap)]
-    return "\n" + "\n".join(" " * 24 + line for line in lines) + "\n" + " " * 20
 
 
 def parse(xml: bytes | str, **kwargs: Any) -> SpMetadata:
@@ -102,60 +90,6 @@ def post_acs(index: int, url: str | None = None, is_default: str | None = None) 
 
 
 # pysaml2 ----------------------------------------------------------------------------------
-
-
-def pysaml2_config(directory: Path, endpoints: dict[str, Any]) -> Pysaml2SpConfig:
-    """A pysaml2 SP with a signing key, an encryption key pair and ``endpoints``."""
-    for name in ("sp", "sp-enc"):
-        private_key, certificate = key_pair(name)
-        (directory / f"{name}.key").write_bytes(private_key)
-        (directory / f"{name}.crt").write_bytes(certificate)
-    config = Pysaml2SpConfig()
-    config.load(
-        {
-            "entityid": "https://sp.example.org/saml2/metadata",
-            "key_file": str(directory / "sp.key"),
-            "cert_file": str(directory / "sp.crt"),
-            "encryption_keypairs": [
-                {
-                    "key_file": str(directory / "sp-enc.key"),
-                    "cert_file": str(directory / "sp-enc.crt"),
-                }
-            ],
-            "xmlsec_binary": "/usr/bin/xmlsec1",
-            "valid_for": 24,
-            "service": {
-                "sp": {
-                    "endpoints": endpoints,
-                    "authn_requests_signed": True,
-                    "name_id_format": [
-                        "urn:oasis:names:tc:SAML:2.0:nameid-format:kerberos",
-                        c.NAMEID_PERSISTENT,
-                    ],
-                }
-            },
-        }
-    )
-    return config
-
-
-PYSAML2_ENDPOINTS = {
-    "assertion_consumer_service": [
-        ("https://sp.example.org/acs/artifact", BINDING_HTTP_ARTIFACT, 0),
-        ("https://sp.example.org/acs/post", BINDING_HTTP_POST, 1),
-        {
-            "location": "https://sp.example.org/acs/alt",
-            "binding": BINDING_HTTP_POST,
-            "index": 7,
-            "is_default": "true",
-        },
-    ],
-    "single_logout_service": [
-        ("https://sp.example.org/slo/soap", SOAP),
-        ("https://sp.example.org/slo", BINDING_HTTP_REDIRECT),
-        ("https://sp.example.org/slo/post", BINDING_HTTP_POST),
-    ],
-}
 
 
 def test_pysaml2_metadata_is_read(tmp_path: Path) -> None:
@@ -208,23 +142,15 @@ def test_pysaml2_without_is_default_takes_the_first_post_acs(tmp_path: Path) -> 
 
 # python3-saml -----------------------------------------------------------------------------
 
-APP = "https://app.example.net"
-ONELOGIN_SP = {
-    "entityId": f"{APP}/metadata/",
-    "assertionConsumerService": {"url": f"{APP}/acs", "binding": BINDING_HTTP_POST},
-    "singleLogoutService": {"url": f"{APP}/sls", "binding": BINDING_HTTP_REDIRECT},
-    "NameIDFormat": c.NAMEID_EMAIL,
-}
-
 
 def test_python3_saml_builder_metadata_is_read() -> None:
-    xml = OneLogin_Saml2_Metadata.builder(
+    xml = onelogin_metadata(
         ONELOGIN_SP,
+        pem("sp"),
         authnsign=True,
         valid_until=datetime(2099, 1, 1),
         cache_duration=3600,
     )
-    xml = OneLogin_Saml2_Metadata.add_x509_key_descriptors(xml, pem("sp"), True)
     metadata = parse(xml)
     assert metadata == SpMetadata(
         entity_id="https://app.example.net/metadata/",

@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -19,7 +18,7 @@ from sqlalchemy.orm import Session
 from idp import audit, keys
 from idp.domain.errors import Conflict, Invalid, NotFound
 from idp.domain.shapes import iso
-from idp.domain.sp_sources import Resolved
+from idp.domain.sp_sources import Resolved, is_rsa_certificate
 from idp.settings import Settings
 from idp.store.models import Organization, SamlCertificate, SamlConfig, Service
 
@@ -384,14 +383,9 @@ def _check(wanted: dict[str, Any]) -> None:
     if wanted["encrypt_assertions"] and encryption is None:
         reason = "can be true only with an sp_encryption_certificate (sent, or in the metadata)"
         raise Invalid("The request is invalid", {"encrypt_assertions": reason})
-    if encryption is not None and not _is_rsa(encryption):
+    if encryption is not None and not is_rsa_certificate(encryption):
         reason = "must hold an RSA public key (assertions are encrypted with RSA-OAEP)"
         raise Invalid("The request is invalid", {"sp_encryption_certificate": reason})
-
-
-def _is_rsa(pem: str) -> bool:
-    key = x509.load_pem_x509_certificate(pem.encode()).public_key()
-    return isinstance(key, rsa.RSAPublicKey)
 
 
 def _canonical_pem(pem: str, field: str) -> str:

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from idp.domain import presets
 from idp.domain.errors import Invalid
 from idp.saml.config import AES128_GCM, AES256_GCM
@@ -84,13 +87,21 @@ def metadata_settings(metadata: SpMetadata) -> dict[str, Any]:
         ],
         "slo_url": metadata.slo_url,
         "sp_certificate": next(iter(metadata.signing_certificates), None),
-        "sp_encryption_certificate": next(iter(metadata.encryption_certificates), None),
+        "sp_encryption_certificate": next(
+            (pem for pem in metadata.encryption_certificates if is_rsa_certificate(pem)), None
+        ),
     }
     if metadata.authn_requests_signed is not None:
         settings["want_authn_requests_signed"] = metadata.authn_requests_signed
     if metadata.name_id_format is not None:
         settings["name_id_format"] = metadata.name_id_format
     return settings
+
+
+def is_rsa_certificate(pem: str) -> bool:
+    """True for the certificate of an RSA key: the only kind assertions are encrypted to."""
+    key = x509.load_pem_x509_certificate(pem.encode()).public_key()
+    return isinstance(key, rsa.RSAPublicKey)
 
 
 def content_encryption(metadata: SpMetadata | None) -> str | None:

@@ -29,8 +29,9 @@ def check_authn_request(
             named = f"{named} (index {request.acs_index})".strip()
         raise SamlRefusal(
             "acs_mismatch",
-            f"The request asks for the answer at {named}, which is not an ACS URL configured "
-            "for this service; update the SAML configuration or the SP.",
+            f"The request asks for the answer at {named}, which is not the ACS URL configured "
+            "for this service (nor one of its listed ACS URLs); update the SAML configuration "
+            "or the SP.",
         )
     if request.protocol_binding is not None and request.protocol_binding != c.BINDING_POST:
         raise SamlRefusal(

@@ -155,6 +155,50 @@ class RecoveryCode(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class IdentityProvider(Base):
+    """An organization's upstream OpenID Provider ("Continue with ..." on its login page)."""
+
+    __tablename__ = "identity_providers"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "slug", name="uq_identity_providers_org_slug"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    slug: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(200))
+    issuer: Mapped[str] = mapped_column(String(2048))
+    client_id: Mapped[str] = mapped_column(String(512))
+    client_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    scopes: Mapped[list[str]] = mapped_column(default=list)
+    allowed_domains: Mapped[list[str]] = mapped_column(default=list)
+    jit: Mapped[bool] = mapped_column(Boolean, default=False)
+    default_role: Mapped[str] = mapped_column(String(16), default="member")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class UpstreamIdentity(Base):
+    """An upstream identity, ``(provider, sub)``, bound to one account."""
+
+    __tablename__ = "upstream_identities"
+    __table_args__ = (
+        UniqueConstraint("provider_id", "subject", name="uq_upstream_identities_provider_subject"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    provider_id: Mapped[str] = mapped_column(
+        ForeignKey("identity_providers.id", ondelete="CASCADE")
+    )
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    subject: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+
 class Operator(Base):
     """A platform operator: outside every organization, with owner rights in all of them."""
 
