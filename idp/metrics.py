@@ -71,6 +71,7 @@ ROUTE_GROUPS = {
     "slo": "slo",
     "login": "login",
     "second_factor": "login",
+    "upstream": "login",
     "account": "account",
     "metadata": "metadata",
 }

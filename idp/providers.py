@@ -28,6 +28,7 @@ from idp.saml.config import AES256_GCM, AcsUrl
 from idp.store.models import (
     SLUG_PATTERN,
     Account,
+    IdentityProvider,
     Organization,
     Plan,
     SamlCertificate,
@@ -164,6 +165,20 @@ def _access(config: SamlConfig | None) -> AccessRules:
     return AccessRules(
         tuple(config.allowed_groups or ()), config.require_subscription, config.require_mfa
     )
+
+
+def upstream_alive(rt: Runtime, org_id: str, provider_id: str, version: int) -> bool:
+    """True while the organization's upstream provider exists and is enabled."""
+    key = ("upstream", org_id)
+    return provider_id in _cached(rt, key, version, lambda: _enabled_upstreams(rt, org_id))
+
+
+def _enabled_upstreams(rt: Runtime, org_id: str) -> frozenset[str]:
+    query = select(IdentityProvider.id).where(
+        IdentityProvider.organization_id == org_id, IdentityProvider.enabled
+    )
+    with rt.db.read() as session:
+        return frozenset(session.scalars(query))
 
 
 @dataclass(frozen=True)

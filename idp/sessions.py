@@ -82,6 +82,8 @@ class SignIn:
     expires_at: float
     sps: dict[str, SpLogin] = field(default_factory=dict)  # service id -> what it was told
     mfa: bool = False  # a second factor (or a passkey) was used in this sign-in
+    via: str | None = None  # the upstream identity provider it came through, if any
+    authn_class: str | None = None  # what the upstream provider said of the sign-in
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
@@ -144,13 +146,19 @@ class Store:
         account_id: str,
         generation: int,
         mfa: bool = False,
+        via: str | None = None,
+        authn_class: str | None = None,
     ) -> BrowserSession:
         """A sign-in to the organization starting now, under a new session id (no fixation).
 
         The old id stops working; the browser's sign-ins to other organizations carry over.
+        ``via`` and ``authn_class``: the upstream provider it came through, and the class it
+        vouched for.
         """
         now = time.time()
-        signin = SignIn(account_id, generation, now, now + self.session_ttl, mfa=mfa)
+        signin = SignIn(
+            account_id, generation, now, now + self.session_ttl, {}, mfa, via, authn_class
+        )
         return self._rotate(old, {organization_id: signin})
 
     def step_up(self, old: BrowserSession, organization_id: str) -> BrowserSession:
@@ -159,7 +167,14 @@ class Store:
         now = time.time()
         signin = old.signins[organization_id]
         raised = SignIn(
-            signin.account_id, signin.generation, now, now + self.session_ttl, signin.sps, True
+            signin.account_id,
+            signin.generation,
+            now,
+            now + self.session_ttl,
+            signin.sps,
+            True,
+            signin.via,
+            signin.authn_class,
         )
         return self._rotate(old, {organization_id: raised})
 

@@ -92,7 +92,7 @@ class Target:
 
     def allowed_form_actions(self, route: str) -> set[bytes]:
         """Where a page may post: our own forms, and the configured SP endpoints."""
-        ours = {b"/login", b"/logout", b"/login/passkey"}
+        ours = {b"/login", b"/logout", b"/login/passkey", b"/oidc/start"}
         if route in ("sso", "init", "resume"):
             return ours | {s.config["acs_url"].encode() for s in (self.service, self.strict)}
         if route == "slo":

@@ -9,8 +9,10 @@ from typing import Any
 
 from idp.saml import NameId
 from idp.saml.authn_context import (
+    MFA,
     PASSWORD_SIGN_IN,
     SECOND_FACTOR_SIGN_IN,
+    UNSPECIFIED,
     RequestedContext,
     choose_class,
 )
@@ -84,6 +86,19 @@ def needs_second_factor(rules: AccessRules, ask: Request) -> bool:
     return rules.require_mfa or choose_class(ask.context, PASSWORD_SIGN_IN) is None
 
 
-def authn_class(ask: Request, multi_factor: bool) -> str | None:
-    """The class to assert for a sign-in, or None when the SP's ask cannot be met by it."""
-    return choose_class(ask.context, SECOND_FACTOR_SIGN_IN if multi_factor else PASSWORD_SIGN_IN)
+def achieved(multi_factor: bool, upstream_class: str | None) -> tuple[str, ...]:
+    """The classes a sign-in reached, the one to assert unasked first: a password (and a
+    second factor), or what an upstream provider vouched for (and the account's own factor)."""
+    if upstream_class is None:
+        return SECOND_FACTOR_SIGN_IN if multi_factor else PASSWORD_SIGN_IN
+    stepped_up = (MFA,) if multi_factor and upstream_class != MFA else ()
+    return tuple(dict.fromkeys((upstream_class, *stepped_up, UNSPECIFIED)))
+
+
+def authn_class(ask: Request, multi_factor: bool, upstream_class: str | None = None) -> str | None:
+    """The class to assert for a sign-in, or None when the SP's ask cannot be met by it.
+
+    Unasked, the sign-in's own class: PasswordProtectedTransport, REFEDS MFA after a second
+    factor, or the upstream provider's (its SAML ``acr`` wins over what ``amr`` shows)."""
+    classes = achieved(multi_factor, upstream_class)
+    return classes[0] if ask.context is None else choose_class(ask.context, classes)

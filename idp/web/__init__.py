@@ -6,7 +6,17 @@ from flask import Flask, Response, request
 
 from idp.metrics import SSO_REQUESTS
 from idp.saml import SamlRefusal
-from idp.web import account, browser, login, metadata, pages, second_factor, slo, sso
+from idp.web import (
+    account,
+    browser,
+    login,
+    metadata,
+    pages,
+    second_factor,
+    slo,
+    sso,
+    upstream,
+)
 from idp.web.pages import Refused, error_page
 
 
@@ -33,7 +43,14 @@ def _saml_refusal(exc: SamlRefusal) -> Response:
 def register(app: Flask) -> None:
     """Mount every browser-facing blueprint, answer refusals as pages, harden every page."""
     for blueprint in (
-        pages.bp, login.bp, second_factor.bp, account.bp, metadata.bp, sso.bp, slo.bp
+        pages.bp,
+        login.bp,
+        second_factor.bp,
+        account.bp,
+        upstream.bp,
+        metadata.bp,
+        sso.bp,
+        slo.bp,
     ):
         app.register_blueprint(blueprint)
     app.register_error_handler(Refused, _refused)

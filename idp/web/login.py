@@ -10,14 +10,15 @@ from typing import Any
 
 from flask import Blueprint, Response, render_template, request
 
+from idp.domain import identity_providers as upstreams
 from idp.domain import login as logins
-from idp.domain import passkeys
+from idp.domain import organizations, passkeys
 from idp.domain import sso as decision
 from idp.domain.errors import Throttled, WrongCredentials
 from idp.metrics import LOGINS
 from idp.runtime import runtime
 from idp.saml.constants import NAMEID_EMAIL
-from idp.store.models import Account
+from idp.store.models import Account, IdentityProvider
 from idp.web import browser, second_factor
 from idp.web.pages import error_page, message_page
 
@@ -37,6 +38,7 @@ def _page(status: int = 200, **context: Any) -> Response:
         render_template(
             "login.html",
             csrf_token=token,
+            upstreams=_upstreams(context.get("org")),
             passkey_options=options,
             passkey_script=browser.PASSKEY_SCRIPT,
             **context,
@@ -46,6 +48,15 @@ def _page(status: int = 200, **context: Any) -> Response:
     )
     browser.set_csrf_cookie(response, seed)
     return response
+
+
+def _upstreams(org_slug: str | None) -> list[IdentityProvider]:
+    """The organization's enabled upstream providers, for its "Continue with" buttons."""
+    if not org_slug:
+        return []
+    with runtime().db.read() as session:
+        org = organizations.by_slug(session, org_slug[:63])
+        return [] if org is None else upstreams.listing(session, org, enabled_only=True)
 
 
 def _pending(token: str | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:

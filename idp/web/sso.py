@@ -159,6 +159,10 @@ def signed_in(provider: Provider, state: SsoState) -> SignedIn | None:
     member = providers.member(runtime(), provider, signin.account_id, state.version)
     if member is None or member.generation != signin.generation:
         return None
+    if signin.via is not None and not providers.upstream_alive(
+        runtime(), provider.org_id, signin.via, state.version
+    ):
+        return None  # the upstream provider it came through was removed or turned off
     return SignedIn(session, signin, member)
 
 
@@ -252,7 +256,7 @@ def _answer(provider: Provider, signed: SignedIn, reply: Reply, ask: decision.Re
             f"Your account may not use {provider.service_name}. Ask an administrator of "
             f"{provider.org_name} to give you access.",
         )
-    authn_class = decision.authn_class(ask, signed.signin.mfa)
+    authn_class = decision.authn_class(ask, signed.signin.mfa, signed.signin.authn_class)
     if authn_class is None:  # defensive: sso_error and the step-up already ruled this out
         return _error_answer(provider, saml.NO_AUTHN_CONTEXT, reply)
     user = signed.member.user
