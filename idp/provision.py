@@ -21,6 +21,8 @@ The rules (slug taken, service limit, SAML settings, certificates) are the domai
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,12 +37,12 @@ from idp.api.errors import ApiError
 from idp.api.openapi import COMPONENTS
 from idp.api.saml import resolve_settings
 from idp.api.validation import validate
-from idp.domain import organizations, saml_setup, services
+from idp.domain import identity_providers, organizations, saml_setup, services
 from idp.domain.errors import Conflict, DomainError, NotFound
 from idp.sessions import Store, connect
 from idp.settings import Settings
 from idp.store.db import Database
-from idp.store.models import Organization, Service
+from idp.store.models import SLUG_PATTERN, Organization, Service
 
 ACTOR = audit.PROVISIONER
 FILE_SCHEMA = {
@@ -50,9 +52,11 @@ FILE_SCHEMA = {
     "properties": {
         "organization": {"type": "object"},
         "services": {"type": "array", "items": {"type": "object"}},
+        "identity_providers": {"type": "array", "items": {"type": "object"}},
     },
 }
 
+SLUG = re.compile(SLUG_PATTERN)
 Announce = Callable[[str], None]
 
 
@@ -93,11 +97,13 @@ class ServiceDecl:
 
 @dataclass(frozen=True)
 class Declaration:
-    """A checked file: the organization it describes and its services."""
+    """A checked file: the organization it describes, its services and its upstream
+    identity providers (slug -> PutIdentityProvider fields)."""
 
     path: Path
     organization: dict[str, Any]
     services: list[ServiceDecl]
+    identity_providers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def org(self) -> str:
@@ -167,10 +173,36 @@ def load(path: Path) -> Declaration:
             continue
         seen[fields["slug"]] = key
         services.append(ServiceDecl(key, fields, saml))
+    upstream = _identity_providers(document.get("identity_providers", []), problems)
     if problems or organization is None:
         raise FileError(path, problems)
     organization["name"] = organization["name"].strip()  # as the API stores it
-    return Declaration(path, organization, services)
+    return Declaration(path, organization, services, upstream)
+
+
+def _identity_providers(
+    tables: list[dict[str, Any]], problems: list[tuple[str, str]]
+) -> dict[str, dict[str, Any]]:
+    """``[[identity_providers]]`` tables: ``slug`` and the API's fields; the client secret
+    may be named by ``client_secret_env`` (an environment variable) instead of written down."""
+    declared: dict[str, dict[str, Any]] = {}
+    for index, table in enumerate(tables):
+        key = f"identity_providers[{index}]"
+        table = dict(table)
+        slug = table.pop("slug", None)
+        variable = table.pop("client_secret_env", None)
+        if isinstance(variable, str):
+            if variable not in os.environ:
+                problems.append((f"{key}.client_secret_env", f"{variable} is not set"))
+                continue
+            table["client_secret"] = os.environ[variable]
+        if not isinstance(slug, str) or not SLUG.fullmatch(slug) or slug in declared:
+            problems.append((f"{key}.slug", "must be a slug, declared once"))
+            continue
+        fields = _checked(table, "PutIdentityProvider", key, problems)
+        if fields is not None:
+            declared[slug] = fields
+    return declared
 
 
 def _organization(session: Session, decl: Declaration, changes: list[str]) -> Organization:
@@ -278,6 +310,10 @@ def _apply_once(db: Database, settings: Settings, decl: Declaration) -> dict[str
                 done += _saml(session, settings, org, service, service_decl, decl.path)
             if done:
                 changes[f"{decl.org}/{service.slug}"] = done
+        for slug, fields in decl.identity_providers.items():
+            _, outcome = identity_providers.put(session, settings, ACTOR, org, slug, fields)
+            if outcome is not None:
+                changes.setdefault(decl.org, []).append(f"identity provider {slug} {outcome}")
     return changes
 
 

@@ -117,12 +117,12 @@ def put_provider(org: str, slug: str, payload: dict[str, Any]) -> tuple[dict[str
         raise invalid({"slug": "must be a slug: lower-case letters, digits and dashes"})
     with rt.db.write() as session:
         organization = access.organization(session, org, Need.MANAGE)
-        provider, created = providers.put(
+        provider, done = providers.put(
             session, rt.settings, access.actor(), organization, slug, payload
         )
         answer = providers.provider_json(provider, redirect_uri())
     rt.store.announce_change(org)
-    return answer, 201 if created else 200
+    return answer, 201 if done == "created" else 200
 
 
 @operation(

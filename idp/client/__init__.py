@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from idp.client.audit import AuditEvents
 from idp.client.http import DEFAULT_TIMEOUT_S, Json, SsoApiError, Transport, path
+from idp.client.identity_providers import IdentityProviders
 from idp.client.organizations import Organizations
 from idp.client.services import Services
 from idp.client.users import Users
@@ -20,8 +21,8 @@ __all__ = ["SsoApiError", "SsoClient"]
 
 
 class SsoClient:
-    """Every admin route, as ``sso.organizations``, ``sso.users``, ``sso.services`` and
-    ``sso.audit_events``.
+    """Every admin route, as ``sso.organizations``, ``sso.users``, ``sso.services``,
+    ``sso.identity_providers`` and ``sso.audit_events``.
 
     Methods return the API's JSON and raise SsoApiError(status, code, message) on errors;
     network failures surface as ``requests`` exceptions.
@@ -35,6 +36,7 @@ class SsoClient:
         self.organizations = Organizations(self._http, self.users)
         self.services = Services(self._http)
         self.audit_events = AuditEvents(self._http)
+        self.identity_providers = IdentityProviders(self._http)
 
     @property
     def token(self) -> str | None:

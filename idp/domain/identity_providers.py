@@ -100,9 +100,9 @@ def put(
     org: Organization,
     slug: str,
     fields: dict[str, Any],
-) -> tuple[IdentityProvider, bool]:
+) -> tuple[IdentityProvider, str | None]:
     """Create or replace the provider (a missing client_secret keeps the stored one); returns
-    it and whether it is new."""
+    it and "created", "updated", or None when it already was as given."""
     provider = session.scalar(
         select(IdentityProvider)
         .where(IdentityProvider.organization_id == org.id, IdentityProvider.slug == slug)
@@ -113,17 +113,23 @@ def put(
         provider = IdentityProvider(id=new_id(), organization_id=org.id, slug=slug)
         session.add(provider)
     before = None if created else _public(provider)
-    for name in FIELDS:
-        setattr(provider, name, fields.get(name, DEFAULTS.get(name)))
-    provider.allowed_domains = sorted({d.lower() for d in provider.allowed_domains})
-    if fields.get("client_secret") is not None:
+    wanted: dict[str, Any] = {name: fields.get(name, DEFAULTS.get(name)) for name in FIELDS}
+    wanted["allowed_domains"] = sorted({d.lower() for d in wanted["allowed_domains"]})
+    secret: str = fields.get("client_secret") or ""
+    new_secret = bool(secret) and secret != client_secret(provider, settings)
+    if before == {**wanted, "slug": slug} and not new_secret:
+        return provider, None
+    for name, value in wanted.items():
+        setattr(provider, name, value)
+    if new_secret:
         provider.client_secret_encrypted = keys.encrypt_client_secret(
-            provider.id, fields["client_secret"], settings.secret_key
+            provider.id, secret, settings.secret_key
         )
     session.flush()
     action = "identity_provider.create" if created else "identity_provider.update"
-    _record(session, actor, org, provider, action, before, _public(provider))
-    return provider, created
+    after = {**_public(provider), "client_secret_changed": new_secret}
+    _record(session, actor, org, provider, action, before, after)
+    return provider, "created" if created else "updated"
 
 
 def remove(
