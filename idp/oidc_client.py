@@ -1,6 +1,6 @@
-"""The OpenID Connect relying party for upstream sign-in, with Authlib (no Flask, no JWT code
-of our own): discovery, the authorization URL (code flow, PKCE S256, state, nonce), the code
-exchange, and the ID token's verification.
+"""The OpenID Connect relying party for upstream sign-in, with Authlib and its JOSE library
+joserfc (no Flask, no JWT code of our own): discovery, the authorization URL (code flow, PKCE
+S256, state, nonce), the code exchange, and the ID token's verification.
 
 Provider metadata and JWKS are read with the same hardened fetch as SP metadata (https, or
 http to loopback; a size limit; a timeout) and cached per process for CACHE_S; an ID token
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.integrations.requests_client import OAuth2Session
-from authlib.jose import JsonWebKey, JsonWebToken
-from authlib.jose.errors import JoseError
 from authlib.oidc.core import CodeIDToken
-from joserfc.errors import JoseError as JoseRfcError
+from joserfc import jwt
+from joserfc.errors import InvalidKeyIdError, JoseError
+from joserfc.jwk import KeySet
 
 from idp.metadata_fetch import fetch_metadata
 from idp.saml.sp_metadata import MetadataError
@@ -129,17 +129,15 @@ def verify(client: Client, metadata: dict[str, Any], id_token: str, nonce: str, 
         "nonce": {"essential": True, "value": nonce},
     }
     params = {"nonce": nonce, "client_id": client.client_id}
-    jwt = JsonWebToken(ALGORITHMS)
     for fresh in (False, True):
-        keys = JsonWebKey.import_key_set(_json(metadata["jwks_uri"], fresh=fresh))
         try:
-            claims = jwt.decode(
-                id_token, keys, claims_cls=CodeIDToken, claims_options=options, claims_params=params
-            )
+            keys = KeySet.import_key_set(_json(metadata["jwks_uri"], fresh=fresh))  # type: ignore[arg-type]
+            token = jwt.decode(id_token, keys, algorithms=ALGORITHMS)
+            claims = CodeIDToken(token.claims, token.header, options, params)
             claims.validate(now=int(time.time()), leeway=leeway)
-        except ValueError:  # no key with the token's kid: the provider may have rotated
+        except InvalidKeyIdError:  # no key with the token's kid: the provider may have rotated
             continue
-        except (JoseError, JoseRfcError) as exc:  # Authlib validates claims with joserfc
+        except (JoseError, ValueError) as exc:
             raise UpstreamError(f"the ID token is not valid: {exc}") from None
         return claims
     raise UpstreamError("the ID token is signed with a key the provider does not publish")

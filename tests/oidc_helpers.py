@@ -136,11 +136,17 @@ class OpenIdProvider:
         return [key["kid"] for key in response.json()["keys"]]
 
     def change_next_id_token(
-        self, claims: dict[str, Any] | None = None, token: str | None = None
+        self,
+        claims: dict[str, Any] | None = None,
+        token: str | None = None,
+        signer: str = "current",
     ) -> None:
-        """The next ID token the token endpoint answers: re-signed (current key) with these
-        claims changed (None removes one), or replaced by ``token``."""
-        self.admin("POST", "/next-id-token", json={"token": token} if token else {"claims": claims})
+        """The next ID token the token endpoint answers: with these claims changed (None
+        removes one), signed by ``signer`` ("current": the provider's own key;
+        "foreign-same-kid" / "foreign-new-kid": a key it never published; "none": unsigned;
+        "hs256": HMAC with the client's secret), or replaced by ``token``."""
+        body = {"token": token} if token else {"claims": claims or {}, "signer": signer}
+        self.admin("POST", "/next-id-token", json=body)
 
     def clear_changes(self) -> None:
         self.admin("DELETE", "/next-id-token")
@@ -334,9 +340,12 @@ class Upstream:
     @property
     def query(self) -> dict[str, str]:
         """The authorization request's parameters as the IdP wrote them."""
-        return {
-            k: v[0] for k, v in parse_qs(urlsplit(self.start.headers["Location"]).query).items()
-        }
+        return query_of(self.start.headers["Location"])
+
+
+def query_of(url: str) -> dict[str, str]:
+    """A URL's query parameters (the first value of each)."""
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
 def start_upstream(browser: Browser, page: requests.Response, slug: str) -> requests.Response:

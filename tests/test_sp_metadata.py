@@ -109,7 +109,8 @@ def test_pysaml2_metadata_is_read(tmp_path: Path) -> None:
     assert metadata.name_id_format == c.NAMEID_PERSISTENT
     assert metadata.cache_duration is None
     assert metadata.valid_until is not None
-    assert abs(metadata.valid_until - (NOW + timedelta(hours=24))) < timedelta(minutes=1)
+    expected = datetime.now(UTC) + timedelta(hours=24)
+    assert abs(metadata.valid_until - expected) < timedelta(minutes=1)
 
 
 def test_pysaml2_entities_descriptor_is_read_with_the_earliest_valid_until(
@@ -122,7 +123,8 @@ def test_pysaml2_entities_descriptor_is_read_with_the_earliest_valid_until(
     assert metadata.entity_id == "https://sp.example.org/saml2/metadata"
     assert metadata.acs_url == "https://sp.example.org/acs/alt"
     assert metadata.valid_until is not None
-    assert abs(metadata.valid_until - (NOW + timedelta(hours=5))) < timedelta(minutes=1)
+    expected = datetime.now(UTC) + timedelta(hours=5)
+    assert abs(metadata.valid_until - expected) < timedelta(minutes=1)
 
 
 def test_pysaml2_without_is_default_takes_the_first_post_acs(tmp_path: Path) -> None:

@@ -3,8 +3,10 @@ Provider: the npm package oidc-provider (OpenID Certified) run by tests/oidc_op/
 PKCE required, client_secret_basic, and a browser that signs in there without a UI.
 
 Each test states the rule it exists for; each would fail if the IdP skipped that rule. The
-provider changes an ID token only through its own test controls (re-signed with its current
-key, or a genuine token of another flow or client), so that exactly one thing is wrong.
+provider changes an ID token only through its own test controls (one claim changed and
+re-signed with its current key, the same token signed by a key it never published, or a
+genuine token of another flow or client), so that exactly one thing is wrong; an unchanged
+re-signed token passing is the control.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -22,12 +25,14 @@ from oidc_helpers import (
     OpClient,
     OpenIdProvider,
     Upstream,
+    at_provider,
     back_at_idp,
     callback_url,
     jwt_claims,
     jwt_header,
     provider_forms,
     put_provider,
+    query_of,
     sign_in_upstream,
     start_provider,
     stop_provider,
@@ -276,20 +281,54 @@ def test_a_callback_with_another_browsers_state_is_refused(
 
 
 def test_a_state_answers_once(tenant: Tenant, op: OpenIdProvider) -> None:
-    """The callback URL of a finished sign-in, opened again (at once, or after the same browser
-    started another trip), is refused: a state is one-time."""
+    """A state is spent by its first answer. The same authorization request sent to the
+    provider again (which, holding a sign-in, answers at once with a new code for that state)
+    and brought back with the browser's binding cookie is refused, as is the first callback
+    URL opened again; the browser's one sign-in stays the first one."""
     person = tenant.person(email())
     upstream = op.account(person.email)
     browser = Browser(tenant.server)
     page, request_id = tenant.sso_login_page(browser)
     trip = to_provider(browser, page, tenant.slug, upstream)
+    binding = browser.session.cookies.get("idp_oidc")
+    assert binding
     answer = back_at_idp(browser, trip)
     onelogin_accepts(tenant.service, posted_message(answer.text), request_id)
+    sid = browser.sid
 
-    assert_refused(back_at_idp(browser, trip), 400)
-    page = browser.get(f"{tenant.server.url}/login?org={tenant.org}")
-    to_provider(browser, page, tenant.slug, upstream)
-    assert_refused(back_at_idp(browser, trip), 400)
+    again = at_provider(browser.session, trip.authorize_url, None, callback_url(tenant.server))
+    assert again != trip.callback and query_of(again)["state"] == trip.query["state"]
+    for callback in (again, trip.callback):
+        browser.session.cookies.set("idp_oidc", binding, domain="127.0.0.1", path="/")
+        assert_refused(browser.get(callback), 400)
+    assert browser.sid == sid
+
+
+def test_start_needs_the_login_pages_csrf_token(tenant: Tenant) -> None:
+    """POST /oidc/start with a forged or missing csrf_token: a 400 page, not the provider."""
+    browser = Browser(tenant.server)
+    page, _ = tenant.sso_login_page(browser)
+    fields = provider_forms(page.text)[tenant.slug]
+    for forged in (
+        {**fields, "csrf_token": "forged"},
+        {k: v for k, v in fields.items() if k != "csrf_token"},
+    ):
+        answer = browser.session.post(
+            f"{tenant.server.url}/oidc/start", data=forged, allow_redirects=False, timeout=10
+        )
+        assert answer.status_code == 400, (answer.status_code, answer.headers.get("Location"))
+        assert "Location" not in answer.headers and "idp_oidc" not in browser.session.cookies
+
+
+def test_a_provider_error_answer_signs_in_nobody(tenant: Tenant, op: OpenIdProvider) -> None:
+    """The provider answering the callback with an error (the person declined) → a 400 page."""
+    browser = Browser(tenant.server)
+    page, _ = tenant.sso_login_page(browser)
+    trip = to_provider(browser, page, tenant.slug, op.account(email()))
+    answer = {"error": "access_denied", "state": trip.query["state"], "iss": op.issuer}
+    declined = f"{callback_url(tenant.server)}?{urlencode(answer)}"
+    assert_refused(browser.get(declined), 400)
+    assert_not_signed_in(tenant, browser)
 
 
 def test_a_provider_answer_to_another_code_challenge_is_refused(
@@ -382,18 +421,19 @@ def test_an_id_token_issued_to_another_client_is_refused(
 @pytest.mark.parametrize(
     ("claims", "accepted"),
     [
-        ({}, True),  # re-signed by the provider, unchanged: the control
-        ({"aud": [IDP_CLIENT, OTHER_CLIENT], "azp": IDP_CLIENT}, True),
-        ({"aud": [IDP_CLIENT, OTHER_CLIENT]}, False),  # several audiences, no azp
-        ({"aud": [IDP_CLIENT, OTHER_CLIENT], "azp": OTHER_CLIENT}, False),
-        ({"azp": OTHER_CLIENT}, False),
-        ({"iss": "http://127.0.0.1:9"}, False),
-        ({"nonce": None}, False),
-        ({"sub": None}, False),
-        ("expired", False),
-        ("issued-in-the-future", False),
+        pytest.param({}, True, id="unchanged-control"),  # re-signed by the provider only
+        pytest.param({"aud": [IDP_CLIENT, OTHER_CLIENT], "azp": IDP_CLIENT}, True, id="azp-ok"),
+        pytest.param({"aud": [IDP_CLIENT, OTHER_CLIENT]}, False, id="audiences-without-azp"),
+        pytest.param(
+            {"aud": [IDP_CLIENT, OTHER_CLIENT], "azp": OTHER_CLIENT}, False, id="azp-other"
+        ),
+        pytest.param({"azp": OTHER_CLIENT}, False, id="azp-other-single-aud"),
+        pytest.param({"iss": "http://127.0.0.1:9"}, False, id="other-iss"),
+        pytest.param({"nonce": None}, False, id="no-nonce"),
+        pytest.param({"sub": None}, False, id="no-sub"),
+        pytest.param("expired", False, id="expired"),
+        pytest.param("issued-in-the-future", False, id="issued-in-the-future"),
     ],
-    ids=lambda value: value if isinstance(value, str) else None,
 )
 def test_id_token_claims_are_checked(
     tenant: Tenant, op: OpenIdProvider, claims: dict[str, Any] | str, accepted: bool
@@ -418,6 +458,22 @@ def test_id_token_claims_are_checked(
     else:
         assert_refused(answer, 400)
         assert_not_signed_in(tenant, browser)
+
+
+@pytest.mark.parametrize("signer", ["foreign-same-kid", "foreign-new-kid", "none", "hs256"])
+def test_an_id_token_not_signed_by_a_published_key_is_refused(
+    tenant: Tenant, op: OpenIdProvider, signer: str
+) -> None:
+    """The signature is checked against the provider's JWKS: a token signed by another key
+    (under the provider's kid, or an unknown one), unsigned (alg none), or MACed with the
+    client secret is refused, its claims all right."""
+    person = tenant.person(email())
+    browser = Browser(tenant.server)
+    page, _ = tenant.sso_login_page(browser)
+    trip = to_provider(browser, page, tenant.slug, op.account(person.email))
+    op.change_next_id_token(signer=signer)
+    assert_refused(back_at_idp(browser, trip), 400)
+    assert_not_signed_in(tenant, browser)
 
 
 def test_a_rotated_provider_key_still_signs_in(tenant: Tenant, op: OpenIdProvider) -> None:

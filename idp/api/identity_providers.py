@@ -9,7 +9,7 @@ from flask import Blueprint, url_for
 
 from idp.api import access
 from idp.api.access import Need
-from idp.api.errors import invalid
+from idp.api.errors import not_found
 from idp.api.openapi import component, operation, ref
 from idp.domain import identity_providers as providers
 from idp.runtime import runtime
@@ -108,13 +108,14 @@ def redirect_uri() -> str:
     PATH,
     summary="Create or replace an upstream OpenID Provider (owner/admin); 201 when new",
     body="PutIdentityProvider",
+    also_ok=(201,),
     response=ref("IdentityProvider"),
 )
 def put_provider(org: str, slug: str, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """The client secret is stored encrypted and never returned; a PUT without it keeps it."""
     rt = runtime()
-    if not SLUG.fullmatch(slug):
-        raise invalid({"slug": "must be a slug: lower-case letters, digits and dashes"})
+    if not SLUG.fullmatch(slug):  # no provider can have this name
+        raise not_found("Identity provider names are slugs: lower-case letters, digits, dashes")
     with rt.db.write() as session:
         organization = access.organization(session, org, Need.MANAGE)
         provider, done = providers.put(

@@ -50,6 +50,7 @@ class Operation:
     query: tuple[dict[str, Any], ...]
     public: bool
     body_optional: bool = False
+    also_ok: tuple[int, ...] = ()  # other success statuses (201 for a PUT that created)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,6 +67,7 @@ def operation(
     response: dict[str, Any] | None = None,
     body: str | None = None,
     body_optional: bool = False,
+    also_ok: tuple[int, ...] = (),
     query: tuple[dict[str, Any], ...] = (),
     public: bool = False,
 ) -> Callable[[View], View]:
@@ -101,6 +103,7 @@ def operation(
                 query,
                 public,
                 body_optional,
+                also_ok,
             )
         )
         return handler
@@ -150,7 +153,7 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
         "tags": [op.tag],
         "parameters": params,
         "responses": {
-            str(op.ok): ok,
+            **{str(status): ok for status in (op.ok, *op.also_ok)},
             "default": {
                 "description": "Error",
                 "content": {"application/json": {"schema": ref("Error")}},

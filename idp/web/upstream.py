@@ -118,10 +118,10 @@ def _waiting(state: str) -> dict[str, Any]:
     waiting = rt.store.held(name) if state else None
     if waiting is None:
         raise Refused(400, "pending_expired", EXPIRED)
-    rt.store.release(name)
     cookie = request.cookies.get(BINDING_COOKIE, "")
-    if not secrets.compare_digest(_digest(cookie), waiting["binding"]):
+    if not secrets.compare_digest(_digest(cookie), waiting["binding"]):  # not spent by others
         raise Refused(400, "upstream_binding", "This answer belongs to another browser. " + EXPIRED)
+    rt.store.release(name)
     return waiting
 
 

@@ -19,9 +19,11 @@
 //   POST /_admin/rotate                a new signing key replaces the old one (the JWKS then
 //                                      lists only the new key); answers {kid, previous_kid}
 //   POST /_admin/next-id-token         changes the ID token of the next token response:
-//                                      {"claims": {...}} re-signs it (same key) with these
-//                                      claims changed (a null value removes the claim), or
-//                                      {"token": "..."} replaces it with that compact JWT
+//                                      {"claims": {...}, "signer"?: ...} re-signs it with these
+//                                      claims changed (a null value removes the claim), by the
+//                                      provider's key unless `signer` says otherwise (see
+//                                      resign), or {"token": "..."} replaces it with that JWT
+//   DELETE /_admin/next-id-token       forgets the changes not used yet
 //   GET  /_admin/interactions          what each interaction saw: {uid, prompt, reasons, params}
 //   GET  /_admin/keys                  {kid} of the current signing key
 // Everything else is oidc-provider itself (discovery, /auth, /token, /jwks, /me, ...).
@@ -133,21 +135,36 @@ function buildProvider() {
     if (tweak.token) {
       ctx.body.id_token = tweak.token;
     } else {
-      ctx.body.id_token = resign(ctx.body.id_token, tweak.claims || {});
+      const secret = ctx.oidc && ctx.oidc.client ? ctx.oidc.client.clientSecret : '';
+      ctx.body.id_token = resign(ctx.body.id_token, tweak.claims || {}, tweak.signer || 'current', secret);
     }
   });
   return provider;
 }
 
-function resign(token, changes) {
+// The ID token again with `changes` to its claims (a null value removes one), signed by
+// `signer`: "current" (the provider's own key, so the signature is good), "foreign-same-kid"
+// or "foreign-new-kid" (a key the provider never published, under its key's kid or another),
+// "none" (alg none, no signature) or "hs256" (HMAC with the client's secret).
+function resign(token, changes, signer, clientSecret) {
   const [header, payload] = token.split('.').slice(0, 2).map((part) => JSON.parse(Buffer.from(part, 'base64url')));
   for (const [name, value] of Object.entries(changes)) {
     if (value === null) delete payload[name];
     else payload[name] = value;
   }
   const encode = (part) => Buffer.from(JSON.stringify(part)).toString('base64url');
-  const input = `${encode({ ...header, kid: state.key.kid, alg: 'RS256' })}.${encode(payload)}`;
-  const signature = crypto.sign('sha256', Buffer.from(input), state.key.privateKey);
+  const body = encode(payload);
+  if (signer === 'none') return `${encode({ alg: 'none' })}.${body}.`;
+  if (signer === 'hs256') {
+    const input = `${encode({ alg: 'HS256' })}.${body}`;
+    return `${input}.${crypto.createHmac('sha256', clientSecret).update(input).digest('base64url')}`;
+  }
+  let key = state.key;
+  if (signer === 'foreign-same-kid') key = { ...newKey(), kid: state.key.kid };
+  else if (signer === 'foreign-new-kid') key = newKey();
+  else if (signer !== 'current') throw new Error(`unknown signer ${signer}`);
+  const input = `${encode({ ...header, kid: key.kid, alg: 'RS256' })}.${body}`;
+  const signature = crypto.sign('sha256', Buffer.from(input), key.privateKey);
   return `${input}.${signature.toString('base64url')}`;
 }
 
