@@ -48,9 +48,20 @@ def refresh(rt: Runtime, *, every: bool = False, wait_s: float = 0) -> list[tupl
     if not lock.acquire():
         return None
     try:
-        return [(scope, _refresh_one(rt, service_id)) for scope, service_id in _due(rt, every)]
+        return [(scope, _guarded(rt, service_id)) for scope, service_id in _due(rt, every)]
     finally:
         lock.release()
+
+
+def _guarded(rt: Runtime, service_id: str) -> str:
+    """One service's refresh, whatever goes wrong in it: one SP's metadata never stops the
+    refresh of the others."""
+    try:
+        return _refresh_one(rt, service_id)
+    except Exception as exc:
+        log.exception("SP metadata of service %s could not be refreshed", service_id)
+        _failed(rt, service_id, f"the metadata could not be used ({exc.__class__.__name__})")
+        return FAILURE
 
 
 def _due(rt: Runtime, every: bool) -> list[tuple[str, str]]:

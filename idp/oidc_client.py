@@ -23,6 +23,7 @@ from joserfc.jwk import KeySet
 
 from idp.metadata_fetch import fetch_metadata
 from idp.saml.sp_metadata import MetadataError
+from idp.saml.urls import endpoint_url_problem
 
 CACHE_S = 3600
 TIMEOUT_S = 10
@@ -81,8 +82,12 @@ def discovery(issuer: str) -> dict[str, Any]:
     if document.get("issuer") != issuer:
         raise UpstreamError("the provider's metadata names another issuer")
     for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-        if not isinstance(document.get(name), str):
+        url = document.get(name)
+        if not isinstance(url, str):
             raise UpstreamError(f"the provider's metadata has no {name}")
+        problem = endpoint_url_problem(url)  # the issuer's rule: https, or http on loopback
+        if problem:
+            raise UpstreamError(f"the provider's {name} {problem}")
     return document
 
 
@@ -108,6 +113,7 @@ def exchange(client: Client, code: str, code_verifier: str, nonce: str, leeway: 
             code=code,
             code_verifier=code_verifier,
             timeout=TIMEOUT_S,
+            allow_redirects=False,  # the secret goes to the published endpoint only
         )
     except Exception as exc:  # Authlib's OAuth errors, requests' network errors
         raise UpstreamError(f"the code exchange failed: {exc.__class__.__name__}") from None

@@ -11,11 +11,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError
 
 from idp.api.errors import ApiError, invalid
+from idp.domain.sp_sources import is_rsa_certificate
 from idp.saml.urls import endpoint_url_problem
 
 FORMATS = FormatChecker(formats=())
@@ -66,8 +66,7 @@ def check_rsa_pem_certificate(value: object) -> bool:
     """A PEM-encoded X.509 certificate of an RSA key (to encrypt to, with RSA-OAEP)."""
     if not isinstance(value, str) or not check_pem_certificate(value):
         return True
-    key = x509.load_pem_x509_certificate(value.encode()).public_key()
-    if not isinstance(key, rsa.RSAPublicKey):
+    if not is_rsa_certificate(value):
         raise ValueError("must be the certificate of an RSA key (RSA-OAEP key transport)")
     return True
 

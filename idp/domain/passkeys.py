@@ -54,7 +54,7 @@ MAX_CREDENTIAL_JSON = 16_384
 NAME_MAX = 100
 REGISTER = "register"
 AUTHENTICATE = "authenticate"
-PROBLEMS = (WebAuthnException, ValueError, TypeError, KeyError, AttributeError)
+PROBLEMS = (WebAuthnException, ValueError, TypeError, KeyError, AttributeError, RecursionError)
 
 
 class Refused(Exception):

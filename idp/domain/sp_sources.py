@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from idp.domain import presets
@@ -100,7 +101,10 @@ def metadata_settings(metadata: SpMetadata) -> dict[str, Any]:
 
 def is_rsa_certificate(pem: str) -> bool:
     """True for the certificate of an RSA key: the only kind assertions are encrypted to."""
-    key = x509.load_pem_x509_certificate(pem.encode()).public_key()
+    try:
+        key = x509.load_pem_x509_certificate(pem.encode()).public_key()
+    except (ValueError, UnsupportedAlgorithm):  # a key type cryptography does not know
+        return False
     return isinstance(key, rsa.RSAPublicKey)
 
 
