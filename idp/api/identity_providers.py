@@ -11,6 +11,7 @@ from idp.api import access
 from idp.api.access import Need
 from idp.api.errors import not_found
 from idp.api.openapi import component, operation, ref
+from idp.api.shapes import text
 from idp.domain import identity_providers as providers
 from idp.runtime import runtime
 from idp.store.models import SLUG_PATTERN
@@ -27,10 +28,10 @@ DOMAIN = {
 }
 SCOPE = {"type": "string", "pattern": r"^[\x21\x23-\x5b\x5d-\x7e]{1,64}$"}
 FIELDS = {
-    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "name": text(200),
     "issuer": ISSUER,
-    "client_id": {"type": "string", "minLength": 1, "maxLength": 512},
-    "client_secret": {"type": ["string", "null"], "minLength": 1, "maxLength": 1024},
+    "client_id": text(512),
+    "client_secret": {**text(1024), "type": ["string", "null"]},
     "scopes": {
         "type": "array",
         "items": SCOPE,

@@ -161,7 +161,7 @@ def _bind(org: Organization, provider: IdentityProvider, claims: Any) -> tuple[A
     """The account the verified identity reaches (linked or made on the way), or a 403 page."""
     who = upstreams.Upstream(
         subject=str(claims["sub"]),
-        email=claims.get("email") if isinstance(claims.get("email"), str) else None,
+        email=_email(claims.get("email")),
         email_verified=claims.get("email_verified") is True,
         name=_text(claims.get("name")),
         given_name=_text(claims.get("given_name")),
@@ -179,7 +179,17 @@ def _bind(org: Organization, provider: IdentityProvider, claims: Any) -> tuple[A
 
 
 def _text(value: object) -> str | None:
-    return value[:200] if isinstance(value, str) else None
+    """A profile claim as stored: one line of printable text, at most 200 characters."""
+    if not isinstance(value, str):
+        return None
+    return " ".join("".join(ch for ch in value if ch.isprintable()).split())[:200] or None
+
+
+def _email(value: object) -> str | None:
+    """An email claim the IdP can store and compare; anything else counts as none."""
+    if not isinstance(value, str) or len(value) > 320 or "@" not in value:
+        return None
+    return value if value.isprintable() and " " not in value else None
 
 
 def _refused(org: Organization, provider: IdentityProvider, reason: str) -> None:
